@@ -1,0 +1,298 @@
+"""Filesystem primitives: the only module that renames into place, fsyncs or locks.
+
+Everything casstore makes visible goes through :func:`atomic_write` or
+:func:`publish`: bytes are written to a temporary file in the store's ``tmp/`` (same
+filesystem), made durable, and renamed over the final name, so a reader sees the old
+state or the new one, never a half-written file.
+
+Locks come in two kinds:
+
+* :class:`LockFile` guards one mutable file (a ref). It is ``NAME.lock`` created with
+  ``O_CREAT|O_EXCL``; its holder also keeps an ``flock`` on it, so a lock file whose
+  ``flock`` can be taken belongs to a process that died, and is taken over safely.
+* :class:`StoreLock` is the store-wide ``lock`` file: writers hold it shared, gc holds it
+  exclusive. ``flock`` is released by the kernel when a process dies, so it cannot go stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from casstore.errors import LockError
+
+# A lock file with no holder written yet, younger than this, may be a live process
+# between create and flock; older, it is treated as abandoned.
+_EMPTY_LOCK_GRACE = 5.0
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding ``path``: one barrier for a batch.
+
+    One ``syncfs`` after a batch of small writes costs about what one ``fsync`` does, where
+    an ``fsync`` per file costs a journal commit each. Falls back to :func:`os.sync`.
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if getattr(_libc, "syncfs", None) is None or _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def make_temp(tmp_dir: Path, prefix: str = "w") -> tuple[int, Path]:
+    """Create a fresh private file in ``tmp_dir`` and return its fd and path."""
+    for _ in range(100):
+        name = f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}"
+        path = tmp_dir / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        return fd, path
+    raise OSError(errno.EEXIST, "could not create a temporary file", str(tmp_dir))
+
+
+def publish(tmp_path: Path, final: Path, *, replace: bool = True) -> bool:
+    """Rename a finished temp file to its final name (creating the parent directory).
+
+    With ``replace=False`` an existing final file wins and the temp file is removed;
+    returns whether ``tmp_path`` became ``final``.
+    """
+    try:
+        if replace:
+            os.replace(tmp_path, final)
+        else:
+            # link() fails when the target exists: first writer wins, atomically.
+            os.link(tmp_path, final)
+            os.unlink(tmp_path)
+        return True
+    except FileNotFoundError:
+        if not final.parent.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            return publish(tmp_path, final, replace=replace)
+        raise
+    except FileExistsError:
+        os.unlink(tmp_path)
+        return False
+
+
+def atomic_write(
+    final: Path, data: bytes, tmp_dir: Path, *, durable: bool = True, replace: bool = True
+) -> bool:
+    """Write ``data`` to ``final`` so readers see all of it or nothing.
+
+    ``durable`` fsyncs the file and its directory; a batch writer passes ``False`` and
+    calls :func:`syncfs` once at the end instead. Returns whether the file was written
+    (``replace=False`` keeps an existing file).
+    """
+    fd, tmp = make_temp(tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        written = publish(tmp, final, replace=replace)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if durable and written:
+        fsync_dir(final.parent)
+    return written
+
+
+def touch(path: Path) -> None:
+    """Refresh a file's mtime, so a concurrent gc's grace period spares it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path)
+
+
+def _holder_info() -> bytes:
+    return json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    ).encode()
+
+
+def describe_holder(raw: bytes) -> str:
+    """Turn a lock file's content into ``pid 123 on host since 12s``."""
+    try:
+        info = json.loads(raw)
+        age = time.time() - float(info["time"])
+        return f"pid {info['pid']} on {info['host']} for {age:.0f}s"
+    except (ValueError, KeyError, TypeError):
+        return "an unknown process"
+
+
+def _backoff(deadline: float, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    delay = 0.001
+    waited = False
+    while True:
+        yield
+        if time.monotonic() >= deadline:
+            return
+        if not waited and on_wait is not None:
+            on_wait()
+            waited = True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+class LockFile:
+    """An exclusive lock on one file, as ``PATH.lock``, usable as a context manager.
+
+    While held, the caller may write the new content into the lock file and
+    :meth:`commit` it, which renames the lock over the target (dulwich's scheme). A
+    process killed while holding it leaves the lock file behind; the next process sees
+    that nobody holds its ``flock`` and takes it over.
+    """
+
+    def __init__(self, target: Path, *, timeout: float = 30.0) -> None:
+        self.target = target
+        self.path = target.with_name(target.name + ".lock")
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds; raise :class:`LockError`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        for _ in _backoff(deadline, on_wait):
+            if self._try_create() or self._try_take_over():
+                return
+        raw = b""
+        with contextlib.suppress(OSError):
+            raw = self.path.read_bytes()
+        holder = describe_holder(raw)
+        raise LockError(
+            f"timed out after {self.timeout:g}s waiting for lock {self.path} held by {holder}",
+            path=str(self.path),
+            holder=holder,
+        )
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new inode: nobody else can hold it
+        os.write(fd, _holder_info())
+        self._fd = fd
+        return True
+
+    def _try_take_over(self) -> bool:
+        """Remove a lock file whose holder died; True only if we then created our own."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self._try_create()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a live holder
+            st = os.fstat(fd)
+            if st.st_size == 0 and time.time() - st.st_mtime < _EMPTY_LOCK_GRACE:
+                return False  # its creator may be between O_EXCL and flock
+            try:
+                same = os.stat(self.path).st_ino == st.st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                # Only flock holders unlink a lock file, and we hold this one's flock.
+                os.unlink(self.path)
+        finally:
+            os.close(fd)
+        return self._try_create()
+
+    def write(self, data: bytes) -> None:
+        """Replace the lock file's content with the target's new content."""
+        assert self._fd is not None, "lock not held"
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, data)
+
+    def commit(self) -> None:
+        """Make the written content the target's, atomically and durably, and release."""
+        assert self._fd is not None, "lock not held"
+        os.fsync(self._fd)
+        os.replace(self.path, self.target)
+        fsync_dir(self.target.parent)
+        self._close()
+
+    def release(self) -> None:
+        """Give the lock up without touching the target."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> LockFile:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class StoreLock:
+    """The store-wide lock: shared for writers, exclusive for gc, waited for with a timeout."""
+
+    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Hold the lock for the duration of a ``with`` block."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + self.timeout
+        try:
+            for _ in _backoff(deadline, None):
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+            else:
+                raise LockError(
+                    f"timed out after {self.timeout:g}s waiting for the store lock {self.path}"
+                    " (another cas process, such as gc, holds it)",
+                    path=str(self.path),
+                )
+            yield
+        finally:
+            os.close(fd)

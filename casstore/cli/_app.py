@@ -1,0 +1,104 @@
+"""The ``cas`` command group, store discovery, and the one place errors become messages."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from casstore._version import __version__
+from casstore.errors import CasError
+
+if TYPE_CHECKING:
+    from casstore.store import Store
+
+
+class AppContext:
+    """What every command needs: where the store is, opened on first use."""
+
+    def __init__(self, store_path: str | None) -> None:
+        self.store_path = store_path
+        self._store: Store | None = None
+
+    def store(self) -> Store:
+        """The store named by ``--store``/``CAS_STORE``, else the nearest one upwards."""
+        if self._store is None:
+            from casstore.store import Store
+
+            if self.store_path:
+                self._store = Store.open(self.store_path)
+            else:
+                self._store = Store.discover()
+        return self._store
+
+    def close(self) -> None:
+        """Close the store if it was opened."""
+        if self._store is not None:
+            self._store.close()
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "store_path",
+    envvar="CAS_STORE",
+    metavar="DIR",
+    help="The store: a .casstore directory or the directory holding it"
+    " (default: $CAS_STORE, else the nearest .casstore upwards).",
+)
+@click.version_option(__version__, prog_name="cas")
+@click.pass_context
+def cli(ctx: click.Context, store_path: str | None) -> None:
+    """casstore: content-addressed artifacts with a chain of custody.
+
+    Every file is stored under its SHA-256 with immutable records of where it came
+    from; refs name the ones that matter. OBJ is a full id, a unique prefix of at
+    least 4 hex digits, or a ref name (x tries tags/x, sources/x, samples/x, then x).
+    """
+    app = AppContext(store_path)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cas`` command: run it and turn every error into one line."""
+    code = 0
+    try:
+        cli.main(args=argv, prog_name="cas", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except CasError as exc:
+        _fail(str(exc), exc.exit_code)
+    except BrokenPipeError:
+        # The reader went away (cas cat … | head): not an error worth a message.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", 1)
+    except Exception as exc:  # a bug: still one line, with a way to see more
+        if os.environ.get("CAS_DEBUG"):
+            traceback.print_exc()
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set CAS_DEBUG=1 for a traceback)", 1)
+    sys.exit(code)
+
+
+def _fail(message: str, code: int) -> Any:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    click.echo(f"cas: error: {first}", err=True)
+    sys.exit(code)

@@ -1,0 +1,105 @@
+"""Rendering for the CLI: JSON documents, sizes, sha256sum lines, progress bars.
+
+Commands hand pydantic models here; the model is the JSON wire shape. Diagnostics go to
+stderr, results to stdout. Heavy imports (rich) happen only when a bar is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import click
+
+
+def emit_json(doc: Any) -> None:
+    """Print one JSON document: a model, a list of models, or plain data."""
+    click.echo(json.dumps(_plain(doc), indent=2, ensure_ascii=False))
+
+
+def _plain(doc: Any) -> Any:
+    if hasattr(doc, "model_dump"):
+        return doc.model_dump(mode="json")
+    if isinstance(doc, dict):
+        return {k: _plain(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_plain(v) for v in doc]
+    return doc
+
+
+def human_size(n: int) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def sha256sum_line(digest: str, path: str) -> str:
+    """A line exactly as ``sha256sum`` prints it, escaping ``\\`` and newlines like it does."""
+    if "\\" in path or "\n" in path or "\r" in path:
+        escaped = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+        return f"\\{digest}  {escaped}"
+    return f"{digest}  {path}"
+
+
+def short_time(iso: str | None) -> str:
+    """``2026-11-22T16:05:01.123456Z`` -> ``2026-11-22 16:05:01``."""
+    if not iso:
+        return "-"
+    return iso[:19].replace("T", " ")
+
+
+def table(rows: Iterable[list[str]]) -> None:
+    """Print rows as left-aligned columns separated by two spaces."""
+    rows = list(rows)
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1], strict=True)] + [r[-1]]
+        click.echo("  ".join(cells).rstrip())
+
+
+@contextlib.contextmanager
+def byte_progress(
+    total: int, label: str, *, min_total: int = 32 << 20
+) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr for long byte work, when stderr is a terminal.
+
+    Yields a callback taking a byte count, or None when no bar is shown (no terminal, or
+    too little work to be worth one).
+    """
+    if total < min_total or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)

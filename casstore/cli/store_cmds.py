@@ -1,0 +1,180 @@
+"""``cas init``, ``add``, ``cat``, ``show``, ``ls``: parse, one library call, render."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from casstore.cli._app import AppContext, cli, json_option, pass_app
+from casstore.cli._output import (
+    byte_progress,
+    emit_json,
+    human_size,
+    sha256sum_line,
+    short_time,
+    table,
+)
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        params[key] = value
+    return params
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option(
+    "--compression",
+    type=click.Choice(["auto", "zstd", "none"]),
+    default="auto",
+    show_default=True,
+    help="How objects are kept at rest.",
+)
+@json_option
+def init(directory: str, compression: str, as_json: bool) -> None:
+    """Make a store in DIRECTORY/.casstore (default: here)."""
+    from casstore.store import Store
+
+    with Store.init(directory, compression=compression) as store:
+        info = store.describe()
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"Initialized empty casstore store in {info.root}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--source", "source_id", metavar="ID", help="Source id to record.")
+@click.option("--dataset", metavar="NAME", help="Dataset name to record.")
+@click.option(
+    "--parent", "parents", multiple=True, metavar="OBJ", help="An input this was derived from."
+)
+@click.option(
+    "--transform", metavar="NAME", help="The transformation that made it (with --parent)."
+)
+@click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE", help="A transform parameter."
+)
+@click.option("--ref", metavar="NAME", help="Point this ref at the stored object (one file only).")
+@json_option
+@pass_app
+def add(
+    app: AppContext,
+    files: tuple[str, ...],
+    source_id: str | None,
+    dataset: str | None,
+    parents: tuple[str, ...],
+    transform: str | None,
+    params: tuple[str, ...],
+    ref: str | None,
+    as_json: bool,
+) -> None:
+    """Store FILES (- for stdin; a directory adds every file below it).
+
+    Prints one line per file, '<sha256>  <path>', exactly as sha256sum does.
+    With --parent the record is a derivation of those objects.
+    """
+    from casstore.store import expand_inputs
+
+    store = app.store()
+    param_map = _parse_params(params)
+    inputs = list(expand_inputs(files))
+    sources = [sys.stdin.buffer if p == "-" else p for p in inputs]
+    total = sum(os.path.getsize(p) for p in inputs if p != "-")
+    results = []
+    with byte_progress(total, "adding") as progress:
+        for result in store.add_many(
+            sources,
+            source_id=source_id,
+            dataset=dataset,
+            parents=parents,
+            transform=transform,
+            params=param_map,
+            ref=ref,
+            progress=progress,
+        ):
+            if as_json:
+                results.append(result)
+            else:
+                click.echo(sha256sum_line(result.id, result.path))
+    if as_json:
+        emit_json(results)
+
+
+@cli.command()
+@click.argument("objs", nargs=-1, required=True, metavar="OBJ...")
+@pass_app
+def cat(app: AppContext, objs: tuple[str, ...]) -> None:
+    """Write the original bytes of OBJ to stdout."""
+    store = app.store()
+    ids = [store.resolve(o) for o in objs]  # every name checked before any output
+    out = sys.stdout.buffer
+    for oid in ids:
+        store.cat(oid, out)
+    out.flush()
+
+
+@cli.command()
+@click.argument("obj")
+@json_option
+@pass_app
+def show(app: AppContext, obj: str, as_json: bool) -> None:
+    """Show an object: size, storage, refs and every record."""
+    info = app.store().show(obj)
+    if as_json:
+        emit_json(info)
+        return
+    saved = ""
+    if info.compression != "none" and info.size:
+        saved = f", {100 - 100 * info.stored_size / info.size:.0f}% saved"
+    click.echo(f"object       {info.id}")
+    click.echo(f"size         {info.size} bytes ({human_size(info.size)})")
+    click.echo(f"stored       {info.stored_size} bytes, compression {info.compression}{saved}")
+    click.echo(f"refs         {', '.join(info.refs) if info.refs else '-'}")
+    click.echo(f"records      {len(info.records)}")
+    for entry in info.records:
+        r = entry.record
+        producer = r.get("producer", {})
+        click.echo(
+            f"  {entry.id[:12]}  {r['type']:<7} {short_time(r.get('created'))}"
+            f"  {r.get('user', '')}@{r.get('host', '')}"
+            f"  {producer.get('name', '?')} {producer.get('version', '')}"
+        )
+        for key in ("source_id", "dataset", "path", "transform"):
+            if r.get(key):
+                click.echo(f"      {key + ':':<11}{r[key]}")
+        for parent in r.get("parents", []):
+            click.echo(f"      parent:    {parent}")
+        for key, value in sorted(r.get("params", {}).items()):
+            click.echo(f"      param:     {key}={value}")
+        click.echo(f"      blake3:    {r['blake3']}")
+
+
+@cli.command("ls")
+@click.option("--full", is_flag=True, help="Print full 64-digit ids.")
+@json_option
+@pass_app
+def ls_(app: AppContext, full: bool, as_json: bool) -> None:
+    """List objects: id, size, type, time and refs, oldest first."""
+    objects = app.store().list_objects()
+    if as_json:
+        emit_json(objects)
+        return
+    table(
+        [
+            o.id if full else o.id[:12],
+            human_size(o.size),
+            o.type or "-",
+            short_time(o.created),
+            ", ".join(o.refs),
+        ]
+        for o in objects
+    )

@@ -1,0 +1,86 @@
+"""``config.toml``: store settings, read with :mod:`tomllib`, validated with pydantic."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from casstore.errors import StoreFormatError
+
+FORMAT_VERSION = 1
+
+
+class ObjectsConfig(BaseModel):
+    """How object bytes are kept at rest."""
+
+    model_config = ConfigDict(extra="forbid")
+    compression: Literal["auto", "zstd", "none"] = "auto"
+    zstd_level: int = Field(default=3, ge=1, le=19)
+
+
+class LocksConfig(BaseModel):
+    """How long to wait for a lock before giving up with a message naming its holder."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class StoreSection(BaseModel):
+    """The store's own identity."""
+
+    model_config = ConfigDict(extra="allow")
+    format: int = FORMAT_VERSION
+
+
+class StoreConfig(BaseModel):
+    """The whole of ``config.toml``. Unknown top-level tables are kept for later versions."""
+
+    model_config = ConfigDict(extra="allow")
+    store: StoreSection = Field(default_factory=StoreSection)
+    objects: ObjectsConfig = Field(default_factory=ObjectsConfig)
+    locks: LocksConfig = Field(default_factory=LocksConfig)
+
+
+def default_toml(compression: str = "auto") -> str:
+    """The config written by ``cas init``."""
+    return f"""\
+# casstore store configuration (see docs/format.md)
+
+[store]
+format = {FORMAT_VERSION}
+
+[objects]
+# auto: zstd at rest unless the data is already compressed or zstd saves under 10%
+# zstd: always zstd;  none: always raw
+compression = "{compression}"
+zstd_level = 3
+
+[locks]
+# seconds to wait for a ref or store lock before giving up
+timeout = 30
+"""
+
+
+def load_config(path: Path) -> StoreConfig:
+    """Read and validate ``config.toml``; a missing file means defaults."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return StoreConfig()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StoreFormatError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = StoreConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise StoreFormatError(f"{path}: {where}: {first['msg']}") from exc
+    if config.store.format > FORMAT_VERSION:
+        raise StoreFormatError(
+            f"store format {config.store.format} is newer than this cas supports"
+            f" ({FORMAT_VERSION}); upgrade casstore"
+        )
+    return config

@@ -1,0 +1,111 @@
+"""The one exception tree of casstore.
+
+Every error the library raises on purpose derives from :class:`CasError`, so callers
+(and the CLI, which turns it into a single ``cas: error: ...`` line) need one ``except``.
+Where a built-in base fits, it is added too, so ``except KeyError`` keeps working::
+
+    CasError
+    ├── StoreNotFound
+    ├── StoreFormatError
+    ├── UsageError(ValueError)            bad arguments to an API call or command
+    ├── InvalidObjectId(ValueError)
+    ├── ObjectNotFound(KeyError)
+    ├── AmbiguousPrefix                   .prefix .candidates
+    ├── IntegrityError                    .what .expected .actual
+    │   └── BadRecord                     a sidecar record that fails its checks
+    ├── RefError
+    │   ├── InvalidRefName(ValueError)
+    │   ├── RefNotFound(KeyError)
+    │   └── RefConflict                   compare-and-swap lost, or a name clash
+    ├── LockError                         .path .holder
+    └── InputError(OSError)               a file to import cannot be read
+"""
+
+from __future__ import annotations
+
+
+class CasError(Exception):
+    """Root of every error casstore raises on purpose."""
+
+    exit_code = 1
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class StoreNotFound(CasError):
+    """No store at the given path, or none found upwards from the working directory."""
+
+
+class StoreFormatError(CasError):
+    """The store exists but its layout or config is not one this version can read."""
+
+
+class UsageError(CasError, ValueError):
+    """Arguments that cannot work together; the CLI exits 2 for these."""
+
+    exit_code = 2
+
+
+class InvalidObjectId(CasError, ValueError):
+    """A string that is not a 64-digit lowercase hex SHA-256 (or a valid prefix)."""
+
+
+class ObjectNotFound(CasError, KeyError):
+    """No object with that id, prefix or ref name."""
+
+
+class AmbiguousPrefix(CasError):
+    """A short id that matches more than one object."""
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        shown = ", ".join(c[:12] for c in candidates[:10])
+        more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+        super().__init__(f"prefix {prefix!r} is ambiguous: {shown}{more}")
+        self.prefix = prefix
+        self.candidates = candidates
+
+
+class IntegrityError(CasError):
+    """Bytes on disk (or received) do not match what they must be."""
+
+    def __init__(
+        self, message: str, *, what: str = "", expected: str = "", actual: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+class BadRecord(IntegrityError):
+    """A sidecar record whose bytes do not match its name, or that fails validation."""
+
+
+class RefError(CasError):
+    """Base of ref problems."""
+
+
+class InvalidRefName(RefError, ValueError):
+    """A ref name or source id that breaks the naming rules."""
+
+
+class RefNotFound(RefError, KeyError):
+    """No ref by that name."""
+
+
+class RefConflict(RefError):
+    """A compare-and-swap that lost a race, or a name that clashes with another ref."""
+
+
+class LockError(CasError):
+    """A lock could not be taken in time."""
+
+    def __init__(self, message: str, *, path: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder
+
+
+class InputError(CasError, OSError):
+    """A file given to import is missing or unreadable."""

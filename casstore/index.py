@@ -1,0 +1,196 @@
+"""``index.sqlite``: a rebuildable cache of objects, records, lineage edges and refs.
+
+The files are the truth; the index only makes questions fast (list objects, children of an
+object, records by source). Everything in it can be rebuilt from ``objects/`` and ``refs/``
+by :meth:`Index.rebuild`, and a missing index is rebuilt the first time it is opened.
+SQLite runs in WAL mode so readers never block the writer, with a busy timeout so
+concurrent writers wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from casstore.errors import StoreFormatError
+
+INDEX_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL,
+    compression TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    object_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    created TEXT NOT NULL,
+    source_id TEXT,
+    dataset TEXT,
+    transform TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_object ON records (object_id, created);
+CREATE INDEX IF NOT EXISTS records_source ON records (source_id, created);
+CREATE TABLE IF NOT EXISTS edges (
+    child TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    PRIMARY KEY (child, parent, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_parent ON edges (parent, child);
+CREATE TABLE IF NOT EXISTS refs (
+    name TEXT PRIMARY KEY,
+    object_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_object ON refs (object_id);
+"""
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    """One object as the index knows it, with its first record's type and time."""
+
+    id: str
+    size: int
+    stored_size: int
+    compression: str
+    type: str | None
+    created: str | None
+
+
+class Index:
+    """A connection to a store's ``index.sqlite``."""
+
+    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+        self.path = path
+        self.fresh = not path.exists()
+        try:
+            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreFormatError(
+                f"index {path} is damaged ({exc}); run 'cas index rebuild'"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers queue, never deadlock)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def is_built(self) -> bool:
+        """True once a full build has completed at least once."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='built'").fetchone()
+        return row is not None
+
+    # ---- writes (call inside transaction()) --------------------------------------------
+    @staticmethod
+    def put_object(db: sqlite3.Connection, oid: str, size: int, stored: int, comp: str) -> None:
+        """Insert or refresh an object row."""
+        db.execute(
+            "INSERT OR REPLACE INTO objects (id, size, stored_size, compression) VALUES (?,?,?,?)",
+            (oid, size, stored, comp),
+        )
+
+    @staticmethod
+    def put_record(db: sqlite3.Connection, rid: str, record: Any) -> None:
+        """Insert a record row and its lineage edges."""
+        db.execute(
+            "INSERT OR IGNORE INTO records (id, object_id, type, created, source_id, dataset,"
+            " transform) VALUES (?,?,?,?,?,?,?)",
+            (
+                rid,
+                record.object,
+                record.type,
+                record.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                record.source_id,
+                record.dataset,
+                getattr(record, "transform", None),
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO edges (child, parent, record_id) VALUES (?,?,?)",
+            [(record.object, p, rid) for p in record.parents],
+        )
+
+    def set_ref(self, name: str, object_id: str | None) -> None:
+        """Mirror a ref move (``None`` removes it)."""
+        with self.transaction() as db:
+            if object_id is None:
+                db.execute("DELETE FROM refs WHERE name=?", (name,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO refs (name, object_id) VALUES (?,?)", (name, object_id)
+                )
+
+    def rebuild(
+        self,
+        scan: Callable[
+            [], tuple[Iterable[tuple[str, int, int, str]], Iterable[tuple[str, Any]], dict]
+        ],
+    ) -> None:
+        """Replace the whole content with what ``scan()`` reads from the files.
+
+        ``scan`` runs after the write transaction has begun, so no concurrent writer's
+        rows can slip in between the scan and the commit and be lost.
+        """
+        with self.transaction() as db:
+            objects, records, refs = scan()
+            for table in ("objects", "records", "edges", "refs"):
+                db.execute(f"DELETE FROM {table}")
+            for oid, size, stored, comp in objects:
+                self.put_object(db, oid, size, stored, comp)
+            for rid, record in records:
+                self.put_record(db, rid, record)
+            db.executemany("INSERT INTO refs (name, object_id) VALUES (?,?)", refs.items())
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('built', ?)", (INDEX_VERSION,)
+            )
+
+    # ---- reads -----------------------------------------------------------------------
+    def objects(self) -> list[ObjectRow]:
+        """Every object with its earliest record's type and time, oldest first."""
+        rows = self.db.execute(
+            """
+            SELECT o.id, o.size, o.stored_size, o.compression,
+                   (SELECT type FROM records WHERE object_id=o.id ORDER BY created LIMIT 1),
+                   (SELECT min(created) FROM records WHERE object_id=o.id)
+            FROM objects o
+            """
+        ).fetchall()
+        out = [ObjectRow(*row) for row in rows]
+        out.sort(key=lambda r: (r.created or "", r.id))
+        return out
+
+    def children(self, object_id: str) -> list[str]:
+        """Objects that name ``object_id`` as a parent."""
+        rows = self.db.execute(
+            "SELECT DISTINCT child FROM edges WHERE parent=? ORDER BY child", (object_id,)
+        )
+        return [r[0] for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table, for status output and checks."""
+        return {
+            t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("objects", "records", "edges", "refs")
+        }

@@ -1,0 +1,324 @@
+"""Object bytes on disk: the single-pass write, the zstd policy, and reading back.
+
+An object lives at ``objects/ab/cdef…`` (raw) or ``objects/ab/cdef….zst`` (one zstd
+frame); exactly one of the two is expected, and readers always get the original bytes.
+
+Writing reads the input once: each chunk is hashed (SHA-256 in a helper thread, BLAKE3
+inline), compressed or not, and written to a temp file in ``tmp/``; only when the id is
+known is the file renamed into place. Two buffers are reused for the whole stream, so memory
+stays constant whatever the size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import zstandard
+
+from casstore import _fs
+from casstore.errors import IntegrityError, ObjectNotFound
+from casstore.formats import is_compressed
+from casstore.hashing import Digests, StreamHasher
+from casstore.ids import check_object_id, is_prefix, object_path
+
+CompressionPolicy = Literal["auto", "zstd", "none"]
+Compression = Literal["none", "zstd"]
+
+CHUNK = 1024 * 1024
+# auto: zstd must save at least this fraction of the first chunk to be used.
+_MIN_SAVING = 0.10
+ZSTD_SUFFIX = ".zst"
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a write produced."""
+
+    id: str
+    size: int
+    stored_size: int
+    compression: Compression
+    blake3: str
+    md5: str | None
+    new: bool
+
+
+class _Sink:
+    """Where chunks go: a raw file, or a zstd stream over it. Decides on the first chunk."""
+
+    def __init__(self, fd: int, policy: CompressionPolicy, level: int) -> None:
+        self.file = io.FileIO(fd, "wb", closefd=True)
+        self.policy = policy
+        self.level = level
+        self.compression: Compression | None = None
+        self._zobj: zstandard.ZstdCompressionObj | None = None
+        self._finished = False
+
+    def _decide(self, first: memoryview, last: bool) -> None:
+        if self.policy == "none" or (self.policy == "auto" and is_compressed(bytes(first[:16]))):
+            self.compression = "none"
+            return
+        cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
+        # Pledge the size only when the whole input is in hand: a file that grows while
+        # it is read must not break the frame.
+        zobj = cctx.compressobj(size=len(first) if last else -1)
+        if last:
+            out = zobj.compress(first) + zobj.flush()
+            self._finished = True
+        else:
+            out = zobj.compress(first) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        if self.policy == "auto" and len(out) > len(first) * (1 - _MIN_SAVING):
+            self.compression = "none"  # not worth it: write this chunk raw
+            return
+        self.compression = "zstd"
+        self._zobj = zobj
+        self.file.write(out)
+
+    def write(self, chunk: memoryview, last: bool) -> None:
+        if self.compression is None:
+            self._decide(chunk, last)
+            if self.compression == "zstd":
+                return
+        if self._zobj is not None:
+            if self._finished:
+                return
+            out = self._zobj.compress(chunk)
+            if out:
+                self.file.write(out)
+        else:
+            _write_all(self.file, chunk)
+
+    def close(self) -> int:
+        if self.compression is None:  # empty input
+            self.compression = "none"
+        elif self._zobj is not None and not self._finished:
+            self.file.write(self._zobj.flush())
+        size = self.file.tell()
+        self.file.close()
+        return size
+
+
+def _write_all(f: io.FileIO, view: memoryview) -> None:
+    while view:
+        n = f.write(view)
+        view = view[n:]
+
+
+def _readinto(reader: BinaryIO, buf: bytearray) -> int:
+    """Fill ``buf`` as far as the stream allows (pipes return short reads)."""
+    view = memoryview(buf)
+    got = 0
+    readinto = getattr(reader, "readinto", None)
+    while got < len(buf):
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            data = reader.read(len(buf) - got)
+            n = len(data)
+            view[got : got + n] = data
+        if not n:
+            break
+        got += n
+    return got
+
+
+class ObjectStore:
+    """The ``objects/`` directory of a store."""
+
+    def __init__(
+        self, objects_dir: Path, tmp_dir: Path, policy: CompressionPolicy = "auto", level: int = 3
+    ) -> None:
+        self.dir = objects_dir
+        self.tmp = tmp_dir
+        self.policy = policy
+        self.level = level
+
+    # ---- locating -------------------------------------------------------------------
+    def locate(self, object_id: str) -> tuple[Path, Compression] | None:
+        """The file holding an object and how it is stored, or None when absent."""
+        raw = object_path(self.dir, object_id)
+        if raw.is_file():
+            return raw, "none"
+        packed = raw.with_name(raw.name + ZSTD_SUFFIX)
+        if packed.is_file():
+            return packed, "zstd"
+        return None
+
+    def exists(self, object_id: str) -> bool:
+        """True when the object's bytes are present."""
+        return self.locate(object_id) is not None
+
+    def ids(self) -> Iterator[str]:
+        """Every object id present, in sorted order."""
+        try:
+            heads = sorted(e.name for e in os.scandir(self.dir) if e.is_dir())
+        except FileNotFoundError:
+            return
+        for head in heads:
+            if len(head) != 2:
+                continue
+            names = set()
+            for entry in os.scandir(self.dir / head):
+                name = entry.name
+                if name.endswith(ZSTD_SUFFIX):
+                    name = name[: -len(ZSTD_SUFFIX)]
+                if len(name) == 62 and entry.is_file():
+                    names.add(head + name)
+            yield from (n for n in sorted(names) if is_prefix(n) and len(n) == 64)
+
+    def match_prefix(self, prefix: str) -> list[str]:
+        """Ids starting with ``prefix`` (at least 2 hex digits), sorted."""
+        head = self.dir / prefix[:2]
+        found = set()
+        rest = prefix[2:]
+        try:
+            entries = list(os.scandir(head))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        for entry in entries:
+            name = entry.name
+            if name.endswith(ZSTD_SUFFIX):
+                name = name[: -len(ZSTD_SUFFIX)]
+            if len(name) == 62 and name.startswith(rest) and entry.is_file():
+                oid = prefix[:2] + name
+                if is_prefix(oid):
+                    found.add(oid)
+        return sorted(found)
+
+    def stored_size(self, object_id: str) -> int:
+        """Bytes the object takes on disk."""
+        where = self.locate(object_id)
+        if where is None:
+            raise ObjectNotFound(f"object {object_id} not found")
+        return where[0].stat().st_size
+
+    # ---- writing --------------------------------------------------------------------
+    def write(
+        self,
+        reader: BinaryIO,
+        *,
+        expected: str | None = None,
+        md5: bool = False,
+        durable: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> StoredObject:
+        """Store a stream in one pass and return what was stored.
+
+        ``expected`` is an id the bytes must hash to (else :class:`IntegrityError`, and
+        nothing is stored). With ``durable=False`` the caller owes a :func:`_fs.syncfs`
+        barrier before anything points at the object.
+        """
+        fd, tmp = _fs.make_temp(self.tmp, "obj")
+        sink = _Sink(fd, self.policy, self.level)
+        hasher = StreamHasher(md5=md5)
+        try:
+            digests, stored_size = self._pump(reader, sink, hasher, progress)
+            if expected is not None and digests.sha256 != expected:
+                raise IntegrityError(
+                    f"content hashes to {digests.sha256}, expected {expected}",
+                    what="sha256",
+                    expected=expected,
+                    actual=digests.sha256,
+                )
+            return self._place(tmp, digests, sink.compression or "none", stored_size, durable)
+        except BaseException:
+            hasher.close()
+            with contextlib.suppress(OSError):
+                sink.file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _pump(
+        self, reader: BinaryIO, sink: _Sink, hasher: StreamHasher, progress: ProgressFn | None
+    ) -> tuple[Digests, int]:
+        bufs = (bytearray(CHUNK), bytearray(CHUNK))
+        i = 0
+        n = _readinto(reader, bufs[0])
+        while True:
+            view = memoryview(bufs[i])[:n]
+            last = n < CHUNK
+            hasher.update(view)
+            sink.write(view, last)
+            if progress is not None and n:
+                progress(n)
+            if last:
+                break
+            i ^= 1
+            # The helper thread may still hash bufs[i ^ 1]; bufs[i] is free.
+            n = _readinto(reader, bufs[i])
+            if n == 0:
+                sink.write(memoryview(bufs[i])[:0], True)
+                break
+        digests = hasher.finish()
+        return digests, sink.close()
+
+    def _place(
+        self, tmp: Path, digests: Digests, compression: Compression, stored_size: int, durable: bool
+    ) -> StoredObject:
+        oid = digests.sha256
+        existing = self.locate(oid)
+        if existing is not None:
+            os.unlink(tmp)
+            _fs.touch(existing[0])
+            return StoredObject(
+                oid,
+                digests.size,
+                existing[0].stat().st_size,
+                existing[1],
+                digests.blake3,
+                digests.md5,
+                False,
+            )
+        final = object_path(self.dir, oid)
+        if compression == "zstd":
+            final = final.with_name(final.name + ZSTD_SUFFIX)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(tmp, 0o444)  # objects are immutable; the mode says so
+        _fs.publish(tmp, final)
+        if durable:
+            _fs.fsync_dir(final.parent)
+        return StoredObject(
+            oid, digests.size, stored_size, compression, digests.blake3, digests.md5, True
+        )
+
+    # ---- reading --------------------------------------------------------------------
+    def open(self, object_id: str) -> BinaryIO:
+        """A binary stream of the object's original bytes."""
+        check_object_id(object_id)
+        where = self.locate(object_id)
+        if where is None:
+            raise ObjectNotFound(f"object {object_id} not found")
+        path, compression = where
+        raw = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+        if compression == "none":
+            return raw
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, closefd=True)
+        return io.BufferedReader(reader, buffer_size=CHUNK)  # type: ignore[arg-type]
+
+    def copy_to(self, object_id: str, out: BinaryIO) -> int:
+        """Stream the object's original bytes into ``out``; return the byte count."""
+        total = 0
+        with self.open(object_id) as src:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while True:
+                n = src.readinto(view)
+                if not n:
+                    break
+                out.write(view[:n])
+                total += n
+        return total

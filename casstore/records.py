@@ -1,0 +1,203 @@
+"""Sidecar records: how an object came to be, as immutable canonical JSON.
+
+A record is a pydantic model, one class per ``type``. Its canonical form is JSON with
+sorted keys, no whitespace, UTF-8, times in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` and
+``None`` fields left out (so a later version can add optional fields without changing the
+bytes of old records). The SHA-256 of those bytes is the record's id and file name:
+``objects/ab/cdef….meta/<record-id>.json``.
+
+Loading checks three things and raises :class:`BadRecord` on any failure: the bytes hash to
+the file name, they validate against the model, and they are canonical (re-serialising
+gives the same bytes), so a record cannot be edited without being noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+
+from casstore import _fs
+from casstore._version import __version__
+from casstore.errors import BadRecord
+from casstore.ids import is_object_id, object_path
+
+SCHEMA_VERSION = 1
+META_SUFFIX = ".meta"
+HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Producer(BaseModel):
+    """The program that wrote a record."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = "cas"
+    version: str = __version__
+
+
+class RecordBase(BaseModel):
+    """Fields every record carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    object: HexId
+    size: int = Field(ge=0)
+    blake3: HexId
+    parents: tuple[HexId, ...] = ()
+    created: datetime = Field(default_factory=utcnow)
+    producer: Producer = Field(default_factory=Producer)
+    user: str = ""
+    host: str = ""
+    source_id: str | None = None
+    dataset: str | None = None
+
+    @field_validator("created")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("created must carry a timezone")
+        return value.astimezone(UTC)
+
+    @field_serializer("created")
+    def _iso(self, value: datetime) -> str:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def provenance(self) -> dict[str, Any]:
+        """Everything but the time: two records with equal provenance are one record."""
+        return self.model_dump(mode="json", exclude={"created"}, exclude_none=True)
+
+
+class ImportRecord(RecordBase):
+    """A file or stream brought in by ``cas add`` with no parents."""
+
+    type: Literal["import"] = "import"
+    path: str | None = None
+
+
+class DeriveRecord(RecordBase):
+    """A file made from parent objects by a named transform with parameters."""
+
+    type: Literal["derive"] = "derive"
+    path: str | None = None
+    transform: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+
+
+Record = Annotated[ImportRecord | DeriveRecord, Field(discriminator="type")]
+RECORD_TYPES = ("import", "derive")
+_ADAPTER: TypeAdapter[ImportRecord | DeriveRecord] = TypeAdapter(Record)
+
+
+def canonical_bytes(record: RecordBase) -> bytes:
+    """The canonical JSON bytes of a record."""
+    doc = record.model_dump(mode="json", exclude_none=True)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_id(data: bytes) -> str:
+    """A record's id: the SHA-256 of its canonical bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_record(data: bytes, *, name: str | None = None, object_id: str | None = None) -> Any:
+    """Validate record bytes; ``name`` and ``object_id`` are what they must match.
+
+    Raises:
+        BadRecord: with ``what`` naming the failed check.
+    """
+    label = f"record {name[:12] if name else '?'}" + (f" of {object_id[:12]}" if object_id else "")
+    if name is not None and record_id(data) != name:
+        raise BadRecord(
+            f"{label}: bytes do not match its name",
+            what="record-hash",
+            expected=name,
+            actual=record_id(data),
+        )
+    try:
+        record = _ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadRecord(f"{label}: invalid: {where}: {first['msg']}", what="record-schema") from exc
+    if canonical_bytes(record) != data:
+        raise BadRecord(f"{label}: not in canonical form", what="record-canonical")
+    if object_id is not None and record.object != object_id:
+        raise BadRecord(
+            f"{label}: names object {record.object[:12]}",
+            what="record-object",
+            expected=object_id,
+            actual=record.object,
+        )
+    return record
+
+
+def meta_dir(objects_dir: Path, object_id: str) -> Path:
+    """The directory holding an object's records."""
+    p = object_path(objects_dir, object_id)
+    return p.with_name(p.name + META_SUFFIX)
+
+
+def record_names(objects_dir: Path, object_id: str) -> list[str]:
+    """Ids of the records stored beside an object (unchecked), sorted."""
+    try:
+        names = os.listdir(meta_dir(objects_dir, object_id))
+    except FileNotFoundError:
+        return []
+    return sorted(n[:-5] for n in names if n.endswith(".json"))
+
+
+def load_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:
+    """Every record of an object as ``(record_id, record)``, oldest first, all checked.
+
+    Raises:
+        BadRecord: on the first record that fails a check.
+    """
+    out = []
+    d = meta_dir(objects_dir, object_id)
+    for rid in record_names(objects_dir, object_id):
+        if not is_object_id(rid):
+            raise BadRecord(f"record file {rid!r} of {object_id[:12]} has a malformed name")
+        data = (d / f"{rid}.json").read_bytes()
+        out.append((rid, parse_record(data, name=rid, object_id=object_id)))
+    out.sort(key=lambda pair: (pair[1].created, pair[0]))
+    return out
+
+
+def write_record(
+    objects_dir: Path, tmp_dir: Path, record: RecordBase, *, durable: bool = True
+) -> tuple[str, bool]:
+    """Store a record beside its object unless one with the same provenance exists.
+
+    Returns ``(record_id, written)``; an existing record with equal provenance (everything
+    but ``created``) is reused, so adding the same thing twice leaves one record.
+    """
+    names = record_names(objects_dir, record.object)
+    if names:
+        want = record.provenance()
+        for rid, existing in load_records(objects_dir, record.object):
+            if existing.provenance() == want:
+                return rid, False
+    data = canonical_bytes(record)
+    rid = record_id(data)
+    final = meta_dir(objects_dir, record.object) / f"{rid}.json"
+    written = _fs.atomic_write(final, data, tmp_dir, durable=durable, replace=False)
+    return rid, written

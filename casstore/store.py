@@ -1,0 +1,588 @@
+"""The :class:`Store`: the Python API that the ``cas`` command and user pipelines share.
+
+A store is a ``.casstore/`` directory (see ``docs/format.md``). :class:`Store` ties its
+parts together (objects, records, refs, index) and owns the order of writes that keeps it
+trustworthy: object bytes, then records, then a durability barrier, then the index, then
+refs. It never prints, exits or reads the environment; the CLI does that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import BaseModel
+
+from casstore import _fs
+from casstore.config import StoreConfig, default_toml, load_config
+from casstore.errors import (
+    AmbiguousPrefix,
+    BadRecord,
+    InputError,
+    InvalidRefName,
+    ObjectNotFound,
+    RefNotFound,
+    StoreNotFound,
+    UsageError,
+)
+from casstore.ids import is_object_id, is_prefix
+from casstore.index import Index
+from casstore.objects import ObjectStore, StoredObject
+from casstore.records import (
+    DeriveRecord,
+    ImportRecord,
+    RecordBase,
+    load_records,
+    meta_dir,
+    parse_record,
+    record_names,
+    write_record,
+)
+from casstore.refs import ANY, ReflogEntry, RefStore, RefUpdate, check_ref_name, whoami
+
+STORE_DIRNAME = ".casstore"
+# Where a bare name is looked up, in order, when it is not a full ref name.
+REF_SEARCH = ("tags/", "sources/", "samples/", "")
+# A batch of adds ends (barrier, index commit) after this many files or bytes.
+_BATCH_FILES = 4096
+_BATCH_BYTES = 256 * 1024 * 1024
+
+Source = str | os.PathLike[str] | BinaryIO
+ProgressFn = Callable[[int], None]
+
+
+class AddResult(BaseModel):
+    """One stored input: the line ``cas add`` prints, and more."""
+
+    id: str
+    path: str
+    size: int
+    stored_size: int
+    compression: str
+    record_id: str
+    new_object: bool
+    new_record: bool
+
+
+class RecordEntry(BaseModel):
+    """A record with its id, as shown by ``cas show``."""
+
+    id: str
+    record: dict[str, Any]
+
+
+class ObjectInfo(BaseModel):
+    """Everything known about one object."""
+
+    id: str
+    size: int
+    stored_size: int
+    compression: str
+    refs: list[str]
+    records: list[RecordEntry]
+
+
+class ObjectSummary(BaseModel):
+    """One line of ``cas ls``."""
+
+    id: str
+    size: int
+    stored_size: int
+    compression: str
+    type: str | None
+    created: str | None
+    refs: list[str]
+
+
+class StoreInfo(BaseModel):
+    """Where a store is and how it is configured."""
+
+    root: str
+    format: int
+    compression: str
+
+
+class RefInfo(BaseModel):
+    """A ref and the object it points to."""
+
+    name: str
+    object: str
+
+
+class IndexCounts(BaseModel):
+    """Rows in the index after a rebuild."""
+
+    objects: int
+    records: int
+    edges: int
+    refs: int
+
+
+def _is_store_dir(path: Path) -> bool:
+    return (path / "objects").is_dir() and (path / "config.toml").is_file()
+
+
+def locate_store(path: str | os.PathLike[str]) -> Path:
+    """The ``.casstore`` directory for ``path``: the store itself or the directory holding it."""
+    p = Path(path)
+    if _is_store_dir(p / STORE_DIRNAME):
+        return p / STORE_DIRNAME
+    if _is_store_dir(p):
+        return p
+    raise StoreNotFound(f"no casstore store at {p} (make one with 'cas init {p}')")
+
+
+def find_store(start: str | os.PathLike[str] | None = None) -> Path:
+    """The nearest ``.casstore`` directory at or above ``start`` (default: the cwd)."""
+    here = Path(start or Path.cwd()).absolute()
+    for d in (here, *here.parents):
+        if _is_store_dir(d / STORE_DIRNAME):
+            return d / STORE_DIRNAME
+    raise StoreNotFound(
+        "not inside a casstore store (run 'cas init' here, or pass --store DIR or set CAS_STORE)"
+    )
+
+
+def expand_inputs(paths: Iterable[str]) -> Iterator[str]:
+    """Files to add: each path, with directories expanded to every file below (sorted).
+
+    ``-`` passes through (standard input). Directories named ``.casstore`` are skipped so a
+    store is never added into itself.
+    """
+    for raw in paths:
+        if raw == "-":
+            yield raw
+            continue
+        if os.path.isdir(raw):
+            for dirpath, dirnames, filenames in os.walk(raw):
+                dirnames[:] = sorted(d for d in dirnames if d != STORE_DIRNAME)
+                for f in sorted(filenames):
+                    full = os.path.join(dirpath, f)
+                    if os.path.isfile(full):
+                        yield full
+        elif os.path.isfile(raw):
+            yield raw
+        elif os.path.exists(raw):
+            raise InputError(f"{raw}: not a regular file")
+        else:
+            raise InputError(f"{raw}: no such file or directory")
+
+
+class Store:
+    """An open casstore store.
+
+    Open one with :meth:`Store.open` (a path), :meth:`Store.discover` (search upwards) or
+    make one with :meth:`Store.init`. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, root: Path, config: StoreConfig) -> None:
+        self.root = root
+        self.config = config
+        self.tmp = root / "tmp"
+        self.objects = ObjectStore(
+            root / "objects", self.tmp, config.objects.compression, config.objects.zstd_level
+        )
+        self.refs = RefStore(root, lock_timeout=config.locks.timeout)
+        self.lock = _fs.StoreLock(root / "lock", timeout=config.locks.timeout * 2)
+        self._index: Index | None = None
+
+    # ---- life cycle ------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] = ".", *, compression: str = "auto") -> Store:
+        """Make ``path/.casstore`` (``path`` is created when missing) and open it.
+
+        Raises:
+            UsageError: a store already exists there.
+        """
+        if compression not in ("auto", "zstd", "none"):
+            raise UsageError(f"compression must be auto, zstd or none, not {compression!r}")
+        base = Path(path)
+        root = base if base.name == STORE_DIRNAME else base / STORE_DIRNAME
+        if _is_store_dir(root):
+            raise UsageError(f"a store already exists at {root}")
+        for sub in ("objects", "refs", "logs/refs", "log", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "lock").touch()
+        _fs.atomic_write(root / "sources.toml", b"# registered sources\n", root / "tmp")
+        # config.toml last: its presence is what makes the directory a store.
+        _fs.atomic_write(root / "config.toml", default_toml(compression).encode(), root / "tmp")
+        store = cls.open(root)
+        store.index  # noqa: B018 - build the empty index now
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Store:
+        """Open the store at ``path`` (the ``.casstore`` directory or the one holding it)."""
+        root = locate_store(path).absolute()
+        return cls(root, load_config(root / "config.toml"))
+
+    @classmethod
+    def discover(cls, start: str | os.PathLike[str] | None = None) -> Store:
+        """Open the nearest store at or above ``start`` (default: the working directory)."""
+        root = find_store(start)
+        return cls(root, load_config(root / "config.toml"))
+
+    def close(self) -> None:
+        """Release the index connection."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> StoreInfo:
+        """The store's location and settings."""
+        return StoreInfo(
+            root=str(self.root),
+            format=self.config.store.format,
+            compression=self.config.objects.compression,
+        )
+
+    @property
+    def index(self) -> Index:
+        """The SQLite index, rebuilt from the files when it is missing."""
+        if self._index is None:
+            idx = Index(self.root / "index.sqlite", timeout=self.config.locks.timeout * 2)
+            if not idx.is_built():
+                self._rebuild(idx)
+            self._index = idx
+        return self._index
+
+    # ---- adding ----------------------------------------------------------------------
+    def add(
+        self,
+        source: Source,
+        *,
+        source_id: str | None = None,
+        dataset: str | None = None,
+        parents: Iterable[str] = (),
+        transform: str | None = None,
+        params: dict[str, str] | None = None,
+        ref: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> AddResult:
+        """Store one file or binary stream with an ``import`` (or, with parents, ``derive``) record.
+
+        ``parents`` are object ids, prefixes or ref names; every one must exist, else
+        nothing is stored. ``ref`` is moved to the new object afterwards.
+        """
+        results = list(
+            self.add_many(
+                [source],
+                source_id=source_id,
+                dataset=dataset,
+                parents=parents,
+                transform=transform,
+                params=params,
+                ref=ref,
+                progress=progress,
+            )
+        )
+        return results[0]
+
+    def add_many(
+        self,
+        sources: Iterable[Source],
+        *,
+        source_id: str | None = None,
+        dataset: str | None = None,
+        parents: Iterable[str] = (),
+        transform: str | None = None,
+        params: dict[str, str] | None = None,
+        ref: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Iterator[AddResult]:
+        """Store many inputs, yielding each result once it is durable and indexed.
+
+        Writes go in batches: objects and records without a per-file fsync, then one
+        filesystem barrier, then the index, so a directory of small files costs one sync.
+        """
+        if source_id is not None:
+            check_ref_name(source_id, what="source id")
+        if (transform is not None or params) and not parents:
+            raise UsageError("--transform and --param describe a derivation: give --parent too")
+        if ref is not None:
+            check_ref_name(ref)
+        parent_ids = list(dict.fromkeys(self.resolve(p) for p in parents))
+        sources = list(sources) if ref is not None else sources
+        if ref is not None and len(sources) != 1:  # type: ignore[arg-type]
+            raise UsageError("--ref names one object: add exactly one file with it")
+        user, host = whoami()
+        common: dict[str, Any] = {
+            "user": user,
+            "host": host,
+            "source_id": source_id,
+            "dataset": dataset,
+            "parents": tuple(parent_ids),
+        }
+        if parent_ids:
+            common.update(transform=transform, params=dict(params or {}))
+        last: AddResult | None = None
+        with self.lock.hold():
+            batch: list[tuple[AddResult, StoredObject, RecordBase]] = []
+            batch_bytes = 0
+            for src in sources:
+                result, stored, record = self._add_one(src, common, bool(parent_ids), progress)
+                batch.append((result, stored, record))
+                batch_bytes += stored.size
+                if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
+                    yield from self._commit_batch(batch)
+                    last = batch[-1][0]
+                    batch, batch_bytes = [], 0
+            if batch:
+                yield from self._commit_batch(batch)
+                last = batch[-1][0]
+            if ref is not None and last is not None:
+                self._move_ref(ref, last.id, message="add")
+
+    def _add_one(
+        self, src: Source, common: dict[str, Any], derived: bool, progress: ProgressFn | None
+    ) -> tuple[AddResult, StoredObject, RecordBase]:
+        if isinstance(src, (str, os.PathLike)):
+            display = os.fspath(src)
+            try:
+                f = open(display, "rb", buffering=0)  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise InputError(f"{display}: {exc.strerror or exc}") from exc
+            with f:
+                try:
+                    stored = self.objects.write(f, durable=False, progress=progress)
+                except IsADirectoryError as exc:
+                    raise InputError(f"{display}: is a directory") from exc
+            origin: str | None = os.path.abspath(display)
+        else:
+            name = getattr(src, "name", None)
+            display = name if isinstance(name, str) and name != "<stdin>" else "-"
+            stored = self.objects.write(src, durable=False, progress=progress)
+            origin = None if display == "-" else display
+        cls = DeriveRecord if derived else ImportRecord
+        record = cls(
+            object=stored.id, size=stored.size, blake3=stored.blake3, path=origin, **common
+        )
+        rid, new_record = write_record(self.objects.dir, self.tmp, record, durable=False)
+        result = AddResult(
+            id=stored.id,
+            path=display,
+            size=stored.size,
+            stored_size=stored.stored_size,
+            compression=stored.compression,
+            record_id=rid,
+            new_object=stored.new,
+            new_record=new_record,
+        )
+        return result, stored, record
+
+    def _commit_batch(
+        self, batch: list[tuple[AddResult, StoredObject, RecordBase]]
+    ) -> Iterator[AddResult]:
+        _fs.syncfs(self.root)  # one durability barrier for the whole batch
+        idx = self.index
+        with idx.transaction() as db:
+            for result, stored, record in batch:
+                idx.put_object(db, stored.id, stored.size, result.stored_size, result.compression)
+                idx.put_record(db, result.record_id, record)
+        for result, _, _ in batch:
+            yield result
+
+    # ---- reading ---------------------------------------------------------------------
+    def resolve(self, spec: str) -> str:
+        """Turn a full id, a ref name or a unique prefix (≥ 4 hex digits) into an object id.
+
+        A bare name ``x`` is tried as ``tags/x``, ``sources/x``, ``samples/x``, then ``x``.
+
+        Raises:
+            ObjectNotFound, AmbiguousPrefix
+        """
+        if is_object_id(spec):
+            if not self.objects.exists(spec) and not record_names(self.objects.dir, spec):
+                raise ObjectNotFound(f"object {spec} not found")
+            return spec
+        valid_ref = True
+        try:
+            check_ref_name(spec)
+        except InvalidRefName:
+            valid_ref = False
+        if valid_ref:
+            for prefix in REF_SEARCH:
+                target = self.refs.get(prefix + spec)
+                if target is not None:
+                    return target
+        low = spec.lower()
+        if is_prefix(low):
+            matches = self.objects.match_prefix(low)
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise AmbiguousPrefix(spec, matches)
+        if not valid_ref and not is_prefix(low):
+            raise ObjectNotFound(f"{spec!r} is not an object id, prefix or ref name")
+        raise ObjectNotFound(f"no object or ref matches {spec!r}")
+
+    def open_object(self, spec: str) -> BinaryIO:
+        """A binary stream of an object's original bytes."""
+        return self.objects.open(self.resolve(spec))
+
+    def read(self, spec: str) -> bytes:
+        """An object's bytes in memory: for small objects only; stream big ones."""
+        with self.open_object(spec) as f:
+            return f.read()
+
+    def cat(self, spec: str, out: BinaryIO) -> int:
+        """Stream an object's original bytes into ``out``; return the byte count."""
+        return self.objects.copy_to(self.resolve(spec), out)
+
+    def records(self, spec: str) -> list[tuple[str, Any]]:
+        """``(record_id, record)`` pairs of an object, oldest first, each checked on load."""
+        return load_records(self.objects.dir, self.resolve(spec))
+
+    def refs_by_object(self) -> dict[str, list[str]]:
+        """``{object_id: [ref names]}`` from the ref files."""
+        out: dict[str, list[str]] = {}
+        for name, oid in self.refs.items().items():
+            out.setdefault(oid, []).append(name)
+        return out
+
+    def show(self, spec: str) -> ObjectInfo:
+        """Size, storage, refs and every record of one object."""
+        oid = self.resolve(spec)
+        where = self.objects.locate(oid)
+        if where is None:
+            raise ObjectNotFound(f"object {oid} has records but its bytes are missing")
+        path, compression = where
+        records = load_records(self.objects.dir, oid)
+        size = records[0][1].size if records else self._measure(oid)
+        return ObjectInfo(
+            id=oid,
+            size=size,
+            stored_size=path.stat().st_size,
+            compression=compression,
+            refs=self.refs_by_object().get(oid, []),
+            records=[
+                RecordEntry(id=rid, record=r.model_dump(mode="json", exclude_none=True))
+                for rid, r in records
+            ],
+        )
+
+    def list_objects(self) -> list[ObjectSummary]:
+        """Every object (from the index), oldest first, with the refs pointing to it."""
+        by_object = self.refs_by_object()
+        return [
+            ObjectSummary(
+                id=row.id,
+                size=row.size,
+                stored_size=row.stored_size,
+                compression=row.compression,
+                type=row.type,
+                created=row.created,
+                refs=by_object.get(row.id, []),
+            )
+            for row in self.index.objects()
+        ]
+
+    def _measure(self, oid: str) -> int:
+        n = 0
+        with self.objects.open(oid) as f:
+            while chunk := f.read(1 << 20):
+                n += len(chunk)
+        return n
+
+    # ---- refs ------------------------------------------------------------------------
+    def set_ref(
+        self, name: str, spec: str, *, expected: str | Any | None = ANY, message: str = "set"
+    ) -> RefUpdate:
+        """Point ref ``name`` at the object ``spec`` resolves to (compare-and-swap)."""
+        check_ref_name(name)
+        oid = self.resolve(spec)
+        if not self.objects.exists(oid):
+            raise ObjectNotFound(
+                f"object {oid} has no bytes in the store; a ref cannot point to it"
+            )
+        with self.lock.hold():
+            return self._move_ref(name, oid, expected=expected, message=message)
+
+    def _move_ref(
+        self, name: str, oid: str, *, expected: str | Any | None = ANY, message: str = ""
+    ) -> RefUpdate:
+        update = self.refs.set(name, oid, expected=expected, message=message)
+        if update.changed:
+            self.index.set_ref(name, oid)
+        return update
+
+    def delete_ref(self, name: str, *, expected: str | Any | None = ANY) -> RefUpdate:
+        """Remove a ref; its reflog stays, so the object remains findable."""
+        with self.lock.hold():
+            update = self.refs.delete(name, expected=expected, message="rm")
+            self.index.set_ref(name, None)
+        return update
+
+    def list_refs(self, prefix: str = "") -> list[RefInfo]:
+        """Every ref under ``prefix`` with its object, sorted by name."""
+        return [RefInfo(name=n, object=o) for n, o in self.refs.items(prefix).items()]
+
+    def get_ref(self, name: str) -> RefInfo:
+        """One ref (exact name, or a bare name found as tags/, sources/, samples/ or itself)."""
+        check_ref_name(name)
+        for prefix in REF_SEARCH:
+            target = self.refs.get(prefix + name)
+            if target is not None:
+                return RefInfo(name=prefix + name, object=target)
+        raise RefNotFound(f"no ref named {name!r}")
+
+    def ref_log(self, name: str) -> list[ReflogEntry]:
+        """The history of a ref (also of a removed one)."""
+        check_ref_name(name)
+        entries = self.refs.log(name)
+        if not entries and self.refs.get(name) is None:
+            raise RefNotFound(f"no ref or reflog named {name!r}")
+        return entries
+
+    # ---- index -----------------------------------------------------------------------
+    def rebuild_index(self) -> IndexCounts:
+        """Recreate ``index.sqlite`` from the files; return the row counts."""
+        path = self.root / "index.sqlite"
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}{suffix}")
+        idx = Index(path, timeout=self.config.locks.timeout * 2)
+        self._rebuild(idx)
+        self._index = idx
+        return IndexCounts(**idx.counts())
+
+    def _rebuild(self, idx: Index) -> None:
+        def scan() -> tuple[list[tuple[str, int, int, str]], list[tuple[str, Any]], dict]:
+            records: list[tuple[str, Any]] = []
+            objects = []
+            for oid in self.objects.ids():
+                loaded = self._records_tolerant(oid)
+                records.extend(loaded)
+                where = self.objects.locate(oid)
+                if where is None:
+                    continue
+                size = loaded[0][1].size if loaded else self._measure(oid)
+                objects.append((oid, size, where[0].stat().st_size, where[1]))
+            return objects, records, self.refs.items()
+
+        # The scan runs inside the index's write transaction: a concurrent add either
+        # indexed its files before (and the scan sees them) or waits and indexes after.
+        idx.rebuild(scan)
+
+    def _records_tolerant(self, oid: str) -> list[tuple[str, Any]]:
+        """Records that pass their checks; bad ones are left for ``cas verify`` to report."""
+        d = self.objects.dir
+        out = []
+        for rid in record_names(d, oid):
+            try:
+                data = (meta_dir(d, oid) / f"{rid}.json").read_bytes()
+                out.append((rid, parse_record(data, name=rid, object_id=oid)))
+            except (BadRecord, OSError):
+                continue
+        out.sort(key=lambda pair: (pair[1].created, pair[0]))
+        return out
