@@ -182,6 +182,10 @@ class Store:
         self.root = root
         self.config = config
         self.tmp = root / "tmp"
+        # Git keeps no empty directories: a store checked out from a repository (like the
+        # example store) may lack tmp/; writes need it on the store's own filesystem.
+        with contextlib.suppress(OSError):  # a read-only store still reads
+            self.tmp.mkdir(exist_ok=True)
         self.objects = ObjectStore(
             root / "objects", self.tmp, config.objects.compression, config.objects.zstd_level
         )

@@ -1,0 +1,109 @@
+"""The main job, offline: a daily dump served over HTTP on 127.0.0.1, brought into a store
+with its chain of custody, sampled, inspected.
+
+Run by ``scripts/demo.sh``. It works on ``demo-out/``, a copy of the example store
+``.casstore.example/``, so you can explore it afterwards with
+``.venv/bin/cas --store demo-out ls``. Each step prints the ``cas`` command it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _dumps import jsonl_gz, systems  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "demo-out"
+CAS = str(Path(sys.executable).parent / "cas")
+
+
+def cas(*args: str, stdin: bytes | None = None, show: int = 12) -> str:
+    """Run ``cas`` on the demo store, print the command and (the head of) its output."""
+    print(f"\n$ cas {' '.join(args)}", flush=True)
+    proc = subprocess.run(
+        [CAS, "--store", str(OUT), *args], input=stdin, capture_output=True, check=False
+    )
+    out = proc.stdout.decode(errors="replace")
+    lines = out.splitlines()
+    for line in lines[:show]:
+        print(f"  {line}")
+    if len(lines) > show:
+        print(f"  … ({len(lines) - show} more lines)")
+    if proc.returncode != 0:
+        sys.exit(f"demo: 'cas {' '.join(args)}' failed: {proc.stderr.decode().strip()}")
+    return out
+
+
+def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A static file server on a free loopback port."""
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """No access log on the demo's output."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def download(url: str, dest: Path) -> None:
+    """Until ``cas fetch`` lands, the download is a plain HTTP GET into a file."""
+    with urllib.request.urlopen(url) as resp, open(dest, "wb") as f:
+        shutil.copyfileobj(resp, f, 1 << 20)
+
+
+def main() -> None:
+    """Run the workflow and print what a user would see."""
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    shutil.copytree(ROOT / ".casstore.example", OUT / ".casstore")
+    site = OUT / "site"
+    site.mkdir()
+    (site / "systems.jsonl.gz").write_bytes(jsonl_gz(systems(20000, day=1)))
+    server, base = serve(site)
+    url = f"{base}/systems.jsonl.gz"
+    print(f"serving today's dump at {url}")
+    try:
+        cas("ls")
+        dl = OUT / "download" / "systems.jsonl.gz"
+        dl.parent.mkdir()
+        download(url, dl)
+        out = cas(
+            "add", str(dl), "--source", "systems", "--dataset", "star_systems",
+            "--ref", "sources/systems",
+        )
+        new_id = out.split()[0]
+        print("\n# the same bytes again: stored once, the ref does not move")
+        download(url, dl)
+        cas("add", str(dl), "--source", "systems", "--dataset", "star_systems")
+        cas("ref", "log", "sources/systems")
+        print("\n# a 100-record sample of today's dump, derived with its recipe")
+        head = b"".join(gzip.decompress(dl.read_bytes()).splitlines(keepends=True)[:100])
+        cas(
+            "add", "-", "--parent", "sources/systems", "--transform", "head",
+            "--param", "n=100", "--ref", "samples/systems/head-100",
+            stdin=head,
+        )
+        cas("show", "samples/systems/head-100")
+        cas("cat", "samples/systems/head-100", show=2)
+        cas("ls")
+        cas("show", new_id[:8], "--json", show=8)
+    finally:
+        server.shutdown()
+    print(f"\ndemo store: {OUT}/.casstore  (try: .venv/bin/cas --store demo-out ls)")
+
+
+if __name__ == "__main__":
+    main()
