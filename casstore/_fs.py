@@ -64,13 +64,16 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def make_temp(tmp_dir: Path, prefix: str = "w") -> tuple[int, Path]:
-    """Create a fresh private file in ``tmp_dir`` and return its fd and path."""
+def make_temp(tmp_dir: Path, prefix: str = "w", *, mode: int = 0o644) -> tuple[int, Path]:
+    """Create a fresh file in ``tmp_dir``, open for writing; return its fd and path.
+
+    ``mode`` applies to the file once closed (a 0o444 file is still writable through the fd).
+    """
     for _ in range(100):
         name = f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}"
         path = tmp_dir / name
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         except FileExistsError:
             continue
         return fd, path

@@ -12,6 +12,7 @@ stays constant whatever the size.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+import blake3
 import zstandard
 
 from casstore import _fs
@@ -52,44 +54,30 @@ class StoredObject:
 
 
 class _Sink:
-    """Where chunks go: a raw file, or a zstd stream over it. Decides on the first chunk."""
+    """Where chunks of a large input go: a raw file, or a zstd stream over it.
 
-    def __init__(self, fd: int, policy: CompressionPolicy, level: int) -> None:
+    The choice is made on the first chunk (see :func:`_choose`), so the input is read once.
+    """
+
+    def __init__(self, fd: int, policy: CompressionPolicy, cctx: zstandard.ZstdCompressor) -> None:
         self.file = io.FileIO(fd, "wb", closefd=True)
         self.policy = policy
-        self.level = level
+        self.cctx = cctx
         self.compression: Compression | None = None
         self._zobj: zstandard.ZstdCompressionObj | None = None
-        self._finished = False
 
-    def _decide(self, first: memoryview, last: bool) -> None:
-        if self.policy == "none" or (self.policy == "auto" and is_compressed(bytes(first[:16]))):
-            self.compression = "none"
-            return
-        cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
-        # Pledge the size only when the whole input is in hand: a file that grows while
-        # it is read must not break the frame.
-        zobj = cctx.compressobj(size=len(first) if last else -1)
-        if last:
-            out = zobj.compress(first) + zobj.flush()
-            self._finished = True
-        else:
-            out = zobj.compress(first) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-        if self.policy == "auto" and len(out) > len(first) * (1 - _MIN_SAVING):
-            self.compression = "none"  # not worth it: write this chunk raw
-            return
-        self.compression = "zstd"
-        self._zobj = zobj
-        self.file.write(out)
-
-    def write(self, chunk: memoryview, last: bool) -> None:
+    def write(self, chunk: memoryview) -> None:
         if self.compression is None:
-            self._decide(chunk, last)
-            if self.compression == "zstd":
-                return
+            self.compression = "none"
+            if _worth_trying(self.policy, chunk):
+                zobj = self.cctx.compressobj()
+                out = zobj.compress(chunk) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                if self.policy == "zstd" or len(out) <= len(chunk) * (1 - _MIN_SAVING):
+                    self.compression = "zstd"
+                    self._zobj = zobj
+                    self.file.write(out)
+                    return
         if self._zobj is not None:
-            if self._finished:
-                return
             out = self._zobj.compress(chunk)
             if out:
                 self.file.write(out)
@@ -97,13 +85,28 @@ class _Sink:
             _write_all(self.file, chunk)
 
     def close(self) -> int:
-        if self.compression is None:  # empty input
-            self.compression = "none"
-        elif self._zobj is not None and not self._finished:
+        if self._zobj is not None:
             self.file.write(self._zobj.flush())
         size = self.file.tell()
         self.file.close()
         return size
+
+
+def _worth_trying(policy: CompressionPolicy, head: memoryview) -> bool:
+    """Whether zstd should be tried at all: not under ``none``, not on compressed formats."""
+    if policy == "none":
+        return False
+    return policy == "zstd" or not is_compressed(bytes(head[:16]))
+
+
+def _check_expected(actual: str, expected: str | None) -> None:
+    if expected is not None and actual != expected:
+        raise IntegrityError(
+            f"content hashes to {actual}, expected {expected}",
+            what="sha256",
+            expected=expected,
+            actual=actual,
+        )
 
 
 def _write_all(f: io.FileIO, view: memoryview) -> None:
@@ -140,6 +143,8 @@ class ObjectStore:
         self.tmp = tmp_dir
         self.policy = policy
         self.level = level
+        self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))
 
     # ---- locating -------------------------------------------------------------------
     def locate(self, object_id: str) -> tuple[Path, Compression] | None:
@@ -214,20 +219,21 @@ class ObjectStore:
 
         ``expected`` is an id the bytes must hash to (else :class:`IntegrityError`, and
         nothing is stored). With ``durable=False`` the caller owes a :func:`_fs.syncfs`
-        barrier before anything points at the object.
+        barrier before anything points at the object. Not thread-safe: the buffers and
+        the zstd context are reused from one write to the next.
         """
+        first = self._bufs[0]
+        n = _readinto(reader, first)
+        if n < CHUNK:  # the whole input is in hand: hash first, write only if new
+            if progress is not None and n:
+                progress(n)
+            return self._write_small(memoryview(first)[:n], expected, md5, durable)
         fd, tmp = _fs.make_temp(self.tmp, "obj")
-        sink = _Sink(fd, self.policy, self.level)
+        sink = _Sink(fd, self.policy, self._cctx)
         hasher = StreamHasher(md5=md5)
         try:
-            digests, stored_size = self._pump(reader, sink, hasher, progress)
-            if expected is not None and digests.sha256 != expected:
-                raise IntegrityError(
-                    f"content hashes to {digests.sha256}, expected {expected}",
-                    what="sha256",
-                    expected=expected,
-                    actual=digests.sha256,
-                )
+            digests, stored_size = self._pump(reader, n, sink, hasher, progress)
+            _check_expected(digests.sha256, expected)
             return self._place(tmp, digests, sink.compression or "none", stored_size, durable)
         except BaseException:
             hasher.close()
@@ -237,27 +243,59 @@ class ObjectStore:
                 os.unlink(tmp)
             raise
 
+    def _write_small(
+        self, data: memoryview, expected: str | None, md5: bool, durable: bool
+    ) -> StoredObject:
+        oid = hashlib.sha256(data).hexdigest()
+        _check_expected(oid, expected)
+        b3 = blake3.blake3(data).hexdigest()
+        m5 = hashlib.md5(data, usedforsecurity=False).hexdigest() if md5 else None
+        size = len(data)
+        existing = self.locate(oid)
+        if existing is not None:
+            _fs.touch(existing[0])
+            return StoredObject(oid, size, existing[0].stat().st_size, existing[1], b3, m5, False)
+        payload: bytes | memoryview = data
+        compression: Compression = "none"
+        if size and _worth_trying(self.policy, data):
+            packed = self._cctx.compress(data)
+            if self.policy == "zstd" or len(packed) <= size * (1 - _MIN_SAVING):
+                payload, compression = packed, "zstd"
+        fd, tmp = _fs.make_temp(self.tmp, "obj", mode=0o444)
+        try:
+            with io.FileIO(fd, "wb", closefd=True) as f:
+                _write_all(f, memoryview(payload))
+                if durable:
+                    os.fsync(fd)
+            self._publish(tmp, oid, compression, durable)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return StoredObject(oid, size, len(payload), compression, b3, m5, True)
+
     def _pump(
-        self, reader: BinaryIO, sink: _Sink, hasher: StreamHasher, progress: ProgressFn | None
+        self,
+        reader: BinaryIO,
+        n: int,
+        sink: _Sink,
+        hasher: StreamHasher,
+        progress: ProgressFn | None,
     ) -> tuple[Digests, int]:
-        bufs = (bytearray(CHUNK), bytearray(CHUNK))
+        """Hash and write chunks until the input ends; ``bufs[0]`` already holds ``n`` bytes."""
+        bufs = self._bufs
         i = 0
-        n = _readinto(reader, bufs[0])
-        while True:
+        while n:
             view = memoryview(bufs[i])[:n]
-            last = n < CHUNK
             hasher.update(view)
-            sink.write(view, last)
-            if progress is not None and n:
+            sink.write(view)
+            if progress is not None:
                 progress(n)
-            if last:
+            if n < CHUNK:
                 break
             i ^= 1
             # The helper thread may still hash bufs[i ^ 1]; bufs[i] is free.
             n = _readinto(reader, bufs[i])
-            if n == 0:
-                sink.write(memoryview(bufs[i])[:0], True)
-                break
         digests = hasher.finish()
         return digests, sink.close()
 
@@ -278,9 +316,6 @@ class ObjectStore:
                 digests.md5,
                 False,
             )
-        final = object_path(self.dir, oid)
-        if compression == "zstd":
-            final = final.with_name(final.name + ZSTD_SUFFIX)
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -288,12 +323,18 @@ class ObjectStore:
             finally:
                 os.close(fd)
         os.chmod(tmp, 0o444)  # objects are immutable; the mode says so
-        _fs.publish(tmp, final)
-        if durable:
-            _fs.fsync_dir(final.parent)
+        self._publish(tmp, oid, compression, durable)
         return StoredObject(
             oid, digests.size, stored_size, compression, digests.blake3, digests.md5, True
         )
+
+    def _publish(self, tmp: Path, oid: str, compression: Compression, durable: bool) -> None:
+        final = object_path(self.dir, oid)
+        if compression == "zstd":
+            final = final.with_name(final.name + ZSTD_SUFFIX)
+        _fs.publish(tmp, final)
+        if durable:
+            _fs.fsync_dir(final.parent)
 
     # ---- reading --------------------------------------------------------------------
     def open(self, object_id: str) -> BinaryIO:

@@ -199,5 +199,6 @@ def write_record(
     data = canonical_bytes(record)
     rid = record_id(data)
     final = meta_dir(objects_dir, record.object) / f"{rid}.json"
-    written = _fs.atomic_write(final, data, tmp_dir, durable=durable, replace=False)
+    # Same name, same bytes: replacing a concurrent writer's copy is harmless and cheaper.
+    written = _fs.atomic_write(final, data, tmp_dir, durable=durable)
     return rid, written

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _dumps import jsonl_gz, systems  # noqa: E402
+from _dumps import jsonl_gz, systems
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-out"
@@ -81,8 +81,14 @@ def main() -> None:
         dl.parent.mkdir()
         download(url, dl)
         out = cas(
-            "add", str(dl), "--source", "systems", "--dataset", "star_systems",
-            "--ref", "sources/systems",
+            "add",
+            str(dl),
+            "--source",
+            "systems",
+            "--dataset",
+            "star_systems",
+            "--ref",
+            "sources/systems",
         )
         new_id = out.split()[0]
         print("\n# the same bytes again: stored once, the ref does not move")
@@ -92,8 +98,16 @@ def main() -> None:
         print("\n# a 100-record sample of today's dump, derived with its recipe")
         head = b"".join(gzip.decompress(dl.read_bytes()).splitlines(keepends=True)[:100])
         cas(
-            "add", "-", "--parent", "sources/systems", "--transform", "head",
-            "--param", "n=100", "--ref", "samples/systems/head-100",
+            "add",
+            "-",
+            "--parent",
+            "sources/systems",
+            "--transform",
+            "head",
+            "--param",
+            "n=100",
+            "--ref",
+            "samples/systems/head-100",
             stdin=head,
         )
         cas("show", "samples/systems/head-100")

@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _dumps import jsonl_gz, systems  # noqa: E402
+from _dumps import jsonl_gz, systems
 
-from casstore import Store  # noqa: E402
+from casstore import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / ".casstore.example"

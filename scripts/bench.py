@@ -1,0 +1,235 @@
+"""Benchmarks: casstore against the standard tools, run side by side on the same files.
+
+Not a test: it prints wall times (median of alternating runs), throughput, peak memory and
+ratios. Run from the repository root:
+
+    .venv/bin/python scripts/bench.py            # everything
+    .venv/bin/python scripts/bench.py add small  # some groups
+    .venv/bin/python scripts/bench.py --size-mib 256 --runs 5 add
+
+Groups:
+  help   `cas --help` start-up time
+  add    `cas add` of a 1 GiB incompressible file against `openssl dgst -sha256 && cp`, and of
+         a 1 GiB compressible JSON-lines file against `openssl dgst -sha256 && zstd -3`
+         (and `dvc add`, `git annex add` when installed)
+  small  `cas add` of a directory of 20,000 files of 1-8 KiB against `git add` (and `dvc add`)
+
+Every tool reads its input from the page cache (a warm-up read comes first). `cas` is run
+from the venv's bin directly (a pyenv shim would add ~90 ms per start). cas ends each add
+with a filesystem barrier (syncfs) for durability; cp, zstd and git add do not sync, so the
+comparison is conservative for cas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+CAS = str(VENV_BIN / "cas")
+
+
+def run(cmd: list[str] | str, *, cwd: Path | None = None) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS in MiB of the largest process)."""
+    shell = isinstance(cmd, str)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, shell=shell, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"bench: {cmd!r} failed ({proc.returncode}): {err.strip()}")
+    return wall, usage.ru_maxrss // 1024
+
+
+def compare(
+    label: str,
+    contenders: dict[str, Callable[[], list[str] | str]],
+    runs: int,
+    reset: Callable[[], None],
+    size_bytes: int | None = None,
+) -> dict[str, float]:
+    """Alternate the contenders ``runs`` times; print medians and ratios to the first."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    mem: dict[str, int] = dict.fromkeys(contenders, 0)
+    for _ in range(runs):
+        for name, make_cmd in contenders.items():
+            reset()
+            wall, rss = run(make_cmd())
+            times[name].append(wall)
+            mem[name] = max(mem[name], rss)
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    first = next(iter(medians))
+    print(f"\n{label}")
+    for name, med in medians.items():
+        rate = f"{size_bytes / med / 1e6:8.0f} MB/s" if size_bytes else ""
+        rel = "" if name == first else f"  cas/this = {medians[first] / med:.2f}x"
+        print(f"  {name:<34} {med:7.3f} s {rate}  peak {mem[name]:5d} MiB{rel}")
+    return medians
+
+
+def warm(path: Path) -> None:
+    """Read a file or tree once so every contender starts with it in the page cache."""
+    subprocess.run(f"cat $(find {path} -type f) > /dev/null", shell=True, check=True)
+
+
+def make_random(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 1 << 24)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def make_jsonl(path: Path, size: int) -> None:
+    rng = random.Random(7)
+    names = ["Synuefe", "Col 285", "HIP", "Wregoe", "Pru Euq", "Eol Prou", "Swoilz", "Hypio"]
+    with open(path, "w") as f:
+        written, i = 0, 0
+        while written < size:
+            lines = []
+            for _ in range(10000):
+                i += 1
+                lines.append(
+                    f'{{"id64":{rng.getrandbits(40)},"name":"{rng.choice(names)} '
+                    f'{rng.choice("ABCDEFGH")}{rng.randint(1, 99)}-{i}","coords":{{"x":'
+                    f'{rng.uniform(-4e4, 4e4):.3f},"y":{rng.uniform(-3e3, 3e3):.3f},'
+                    f'"z":{rng.uniform(-1e4, 7e4):.3f}}},"population":{rng.randint(0, 10**9)},'
+                    f'"updated":"2026-11-{rng.randint(1, 28):02d}T00:00:00Z"}}\n'
+                )
+            chunk = "".join(lines)
+            f.write(chunk)
+            written += len(chunk)
+
+
+def bench_help(runs: int) -> None:
+    times = []
+    for _ in range(max(runs, 10)):
+        times.append(run([CAS, "--help"])[0])
+    print(f"\ncas --help: median {statistics.median(times) * 1000:.0f} ms over {len(times)} runs")
+
+
+def bench_add(work: Path, size: int, runs: int) -> None:
+    dest = work / "dest"
+    store = work / "store"
+
+    def reset() -> None:
+        for p in (dest, store, work / "dvc", work / "annex"):
+            shutil.rmtree(p, ignore_errors=True)
+        subprocess.run([CAS, "init", str(store)], check=True, stdout=subprocess.DEVNULL)
+        dest.mkdir()
+
+    for kind, maker, other_label, other in (
+        ("incompressible", make_random, "openssl dgst -sha256 && cp", "cp {f} {d}/copy"),
+        (
+            "compressible JSON-lines",
+            make_jsonl,
+            "openssl dgst -sha256 && zstd -3",
+            "zstd -3 -q -f {f} -o {d}/copy.zst",
+        ),
+    ):
+        src = work / f"input-{kind.split()[0]}"
+        if not src.exists():
+            maker(src, size)
+        os.sync()
+        warm(src)
+        contenders: dict[str, Callable[[], list[str] | str]] = {
+            "cas add": lambda src=src: [CAS, "--store", str(store), "add", str(src)],
+            other_label: lambda src=src, other=other: (
+                f"openssl dgst -sha256 {src} && " + other.format(f=src, d=dest)
+            ),
+            "openssl dgst -sha256 (hash only)": lambda src=src: [
+                "openssl",
+                "dgst",
+                "-sha256",
+                str(src),
+            ],
+        }
+        if shutil.which("dvc"):
+            contenders["dvc add"] = lambda src=src: (
+                f"mkdir -p {work}/dvc && cd {work}/dvc && git init -q && dvc init -q"
+                f" && cp --reflink=auto {src} data && dvc add -q data"
+            )
+        else:
+            print("(dvc not installed: skipped)")
+        if shutil.which("git-annex"):
+            contenders["git annex add"] = lambda src=src: (
+                f"mkdir -p {work}/annex && cd {work}/annex && git init -q && git annex init -q"
+                f" && cp {src} data && git annex add -q data"
+            )
+        else:
+            print("(git-annex not installed: skipped)")
+        compare(f"add {size >> 20} MiB {kind}", contenders, runs, reset, size)
+
+
+def bench_small(work: Path, runs: int, count: int = 20000) -> None:
+    tree = work / "small"
+    if not tree.exists():
+        rng = random.Random(3)
+        for i in range(count):
+            d = tree / f"d{i % 100:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"f{i:05d}.json").write_bytes(os.urandom(8) + b"x" * rng.randint(1024, 8192))
+    os.sync()
+    warm(tree)
+    store = work / "store"
+    gitdir = work / "gitrepo"
+
+    def reset() -> None:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(gitdir, ignore_errors=True)
+        subprocess.run([CAS, "init", str(store)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["git", "init", "-q", str(gitdir)], check=True)
+
+    contenders: dict[str, Callable[[], list[str] | str]] = {
+        "cas add DIR": lambda: [CAS, "--store", str(store), "add", str(tree)],
+        "git add": lambda: f"cd {tree} && git --git-dir={gitdir}/.git --work-tree=. add -A .",
+    }
+    if shutil.which("dvc"):
+        contenders["dvc add"] = lambda: f"cd {work} && dvc add -q small"
+    else:
+        print("(dvc not installed: skipped)")
+    compare(f"add a directory of {count} files of 1-8 KiB", contenders, runs, reset)
+
+
+def main() -> None:
+    """Parse arguments and run the chosen groups."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("groups", nargs="*", default=["help", "add", "small"])
+    ap.add_argument("--size-mib", type=int, default=1024, help="size of the big files")
+    ap.add_argument("--runs", type=int, default=3, help="alternating runs per contender")
+    ap.add_argument("--work", help="scratch directory (default: a temp dir, removed after)")
+    args = ap.parse_args()
+    if not shutil.which("openssl"):
+        sys.exit("bench: openssl is needed as the reference")
+    work_ctx = tempfile.TemporaryDirectory(dir=args.work) if not args.work else None
+    work = Path(work_ctx.name) if work_ctx else Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"casstore benchmarks: {os.cpu_count()} cores, work dir {work}")
+    try:
+        if "help" in args.groups:
+            bench_help(args.runs)
+        if "add" in args.groups:
+            bench_add(work, args.size_mib << 20, args.runs)
+        if "small" in args.groups:
+            bench_small(work, args.runs)
+    finally:
+        if work_ctx:
+            work_ctx.cleanup()
+
+
+if __name__ == "__main__":
+    main()
