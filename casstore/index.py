@@ -10,7 +10,10 @@ concurrent writers wait for each other instead of failing.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +100,39 @@ class Index:
             raise
         self.db.execute("COMMIT")
 
+    # ---- writers in flight ------------------------------------------------------------
+    # A writer registers a token before it writes files and removes it in the transaction
+    # that indexes them. A token left by a process that died means files may exist that
+    # the index does not know: the next open rebuilds.
+
+    def begin_pending(self) -> str:
+        """Register a writer about to add files; return its token."""
+        token = f"pending:{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        with self.transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (token, str(time.time())))
+        return token
+
+    @staticmethod
+    def end_pending(db: sqlite3.Connection, token: str) -> None:
+        """Drop a writer's token (inside the transaction that indexes its files)."""
+        db.execute("DELETE FROM meta WHERE key=?", (token,))
+
+    def has_dead_writers(self) -> bool:
+        """True when a writer died between writing files and indexing them."""
+        host = socket.gethostname()
+        for key, value in self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'pending:%'"):
+            _, whost, pid, _ = key.split(":", 3)
+            if whost == host:
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    return True
+                except (PermissionError, ValueError):
+                    continue
+            elif time.time() - float(value) > 86400:
+                return True  # another host's writer, silent for a day
+        return False
+
     def is_built(self) -> bool:
         """True once a full build has completed at least once."""
         row = self.db.execute("SELECT value FROM meta WHERE key='built'").fetchone()
@@ -157,6 +193,8 @@ class Index:
             objects, records, refs = scan()
             for table in ("objects", "records", "edges", "refs"):
                 db.execute(f"DELETE FROM {table}")
+            # Writers still alive re-index their own files; dead ones are covered by the scan.
+            db.execute("DELETE FROM meta WHERE key LIKE 'pending:%'")
             for oid, size, stored, comp in objects:
                 self.put_object(db, oid, size, stored, comp)
             for rid, record in records:

@@ -254,7 +254,7 @@ class Store:
         """The SQLite index, rebuilt from the files when it is missing."""
         if self._index is None:
             idx = Index(self.root / "index.sqlite", timeout=self.config.locks.timeout * 2)
-            if not idx.is_built():
+            if not idx.is_built() or idx.has_dead_writers():
                 self._rebuild(idx)
             self._index = idx
         return self._index
@@ -332,17 +332,22 @@ class Store:
         with self.lock.hold():
             batch: list[tuple[AddResult, StoredObject, RecordBase]] = []
             batch_bytes = 0
-            for src in sources:
-                result, stored, record = self._add_one(src, common, bool(parent_ids), progress)
-                batch.append((result, stored, record))
-                batch_bytes += stored.size
-                if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
-                    yield from self._commit_batch(batch)
-                    last = batch[-1][0]
-                    batch, batch_bytes = [], 0
-            if batch:
-                yield from self._commit_batch(batch)
-                last = batch[-1][0]
+            token = self.index.begin_pending()
+            try:
+                for src in sources:
+                    result, stored, record = self._add_one(src, common, bool(parent_ids), progress)
+                    batch.append((result, stored, record))
+                    batch_bytes += stored.size
+                    last = result
+                    if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
+                        self._index_batch(batch)
+                        done, batch, batch_bytes = batch, [], 0
+                        yield from (r for r, _, _ in done)
+            finally:
+                # Also on an error or an abandoned iteration: what was written is complete
+                # (object and record), so index it, and clear this writer's token.
+                self._index_batch(batch, token)
+            yield from (r for r, _, _ in batch)
             if ref is not None and last is not None:
                 self._move_ref(ref, last.id, message="add")
 
@@ -383,17 +388,19 @@ class Store:
         )
         return result, stored, record
 
-    def _commit_batch(
-        self, batch: list[tuple[AddResult, StoredObject, RecordBase]]
-    ) -> Iterator[AddResult]:
-        _fs.syncfs(self.root)  # one durability barrier for the whole batch
+    def _index_batch(
+        self, batch: list[tuple[AddResult, StoredObject, RecordBase]], token: str | None = None
+    ) -> None:
+        """Barrier, then index a batch; with ``token``, also end this writer's pending mark."""
+        if batch:
+            _fs.syncfs(self.root)  # one durability barrier for the whole batch
         idx = self.index
         with idx.transaction() as db:
             for result, stored, record in batch:
                 idx.put_object(db, stored.id, stored.size, result.stored_size, result.compression)
                 idx.put_record(db, result.record_id, record)
-        for result, _, _ in batch:
-            yield result
+            if token is not None:
+                idx.end_pending(db, token)
 
     # ---- reading ---------------------------------------------------------------------
     def resolve(self, spec: str) -> str:
