@@ -17,8 +17,6 @@ Locks come in two kinds:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import json
@@ -27,6 +25,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from casstore.errors import LockError
 
@@ -44,7 +43,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None
 
 
 def syncfs(path: Path) -> None:
@@ -55,6 +54,9 @@ def syncfs(path: Path) -> None:
     """
     global _libc
     if _libc is None:
+        import ctypes  # imported here: 15 ms that only writers need
+        import ctypes.util
+
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
