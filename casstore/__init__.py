@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         AmbiguousPrefix,
         BadRecord,
         CasError,
+        InputError,
         IntegrityError,
         InvalidObjectId,
         InvalidRefName,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         RefNotFound,
         StoreFormatError,
         StoreNotFound,
+        UsageError,
     )
     from casstore.store import AddResult, ObjectInfo, Store
 
@@ -41,6 +43,7 @@ __all__ = [
     "AmbiguousPrefix",
     "BadRecord",
     "CasError",
+    "InputError",
     "IntegrityError",
     "InvalidObjectId",
     "InvalidRefName",
@@ -53,6 +56,7 @@ __all__ = [
     "Store",
     "StoreFormatError",
     "StoreNotFound",
+    "UsageError",
     "__version__",
 ]
 

@@ -32,7 +32,7 @@ class StoreSection(BaseModel):
     """The store's own identity."""
 
     model_config = ConfigDict(extra="allow")
-    format: int = FORMAT_VERSION
+    format: int = Field(default=FORMAT_VERSION, ge=1)
 
 
 class StoreConfig(BaseModel):

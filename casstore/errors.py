@@ -87,7 +87,9 @@ class RefError(CasError):
 
 
 class InvalidRefName(RefError, ValueError):
-    """A ref name or source id that breaks the naming rules."""
+    """A ref name or source id that breaks the naming rules (a usage error: exit 2)."""
+
+    exit_code = 2
 
 
 class RefNotFound(RefError, KeyError):

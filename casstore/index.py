@@ -136,7 +136,7 @@ class Index:
     def is_built(self) -> bool:
         """True once a full build has completed at least once."""
         row = self.db.execute("SELECT value FROM meta WHERE key='built'").fetchone()
-        return row is not None
+        return row is not None and row[0] == INDEX_VERSION
 
     # ---- writes (call inside transaction()) --------------------------------------------
     @staticmethod

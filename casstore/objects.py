@@ -354,15 +354,29 @@ class ObjectStore:
         return io.BufferedReader(reader, buffer_size=CHUNK)  # type: ignore[arg-type]
 
     def copy_to(self, object_id: str, out: BinaryIO) -> int:
-        """Stream the object's original bytes into ``out``; return the byte count."""
+        """Stream the object's original bytes into ``out``; return the byte count.
+
+        Raises:
+            IntegrityError: a stored zstd frame that does not decode.
+        """
         total = 0
+        view = memoryview(self._bufs[0])
         with self.open(object_id) as src:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
             while True:
-                n = src.readinto(view)
+                try:
+                    n = src.readinto(view)
+                except zstandard.ZstdError as exc:
+                    raise corrupt(object_id, exc) from exc
                 if not n:
                     break
                 out.write(view[:n])
                 total += n
         return total
+
+
+def corrupt(object_id: str, exc: Exception) -> IntegrityError:
+    """The error for an object whose stored bytes cannot be decoded."""
+    return IntegrityError(
+        f"object {object_id} is corrupt: its zstd frame does not decode ({exc}); run 'cas verify'",
+        what="zstd",
+    )

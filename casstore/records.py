@@ -190,15 +190,35 @@ def write_record(
     Returns ``(record_id, written)``; an existing record with equal provenance (everything
     but ``created``) is reused, so adding the same thing twice leaves one record.
     """
-    names = record_names(objects_dir, record.object)
-    if names:
-        want = record.provenance()
-        for rid, existing in load_records(objects_dir, record.object):
-            if existing.provenance() == want:
-                return rid, False
+    want = record.provenance()
+    for rid, existing in valid_records(objects_dir, record.object):
+        if existing.provenance() == want:
+            return rid, False
     data = canonical_bytes(record)
     rid = record_id(data)
     final = meta_dir(objects_dir, record.object) / f"{rid}.json"
     # Same name, same bytes: replacing a concurrent writer's copy is harmless and cheaper.
-    written = _fs.atomic_write(final, data, tmp_dir, durable=durable)
-    return rid, written
+    _fs.atomic_write(final, data, tmp_dir, durable=durable)
+    # Two writers with the same provenance may both have found none: the one whose record
+    # sorts later by (created, id) withdraws its own, so one record remains. Nobody else
+    # ever points at a record this young, and only its writer removes it.
+    mine = (record.created, rid)
+    for other_id, other in valid_records(objects_dir, record.object):
+        if other_id != rid and other.provenance() == want and (other.created, other_id) < mine:
+            final.unlink(missing_ok=True)
+            return other_id, False
+    return rid, True
+
+
+def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:
+    """Records of an object that pass their checks; bad ones are for ``cas verify``."""
+    out = []
+    d = meta_dir(objects_dir, object_id)
+    for rid in record_names(objects_dir, object_id):
+        try:
+            data = (d / f"{rid}.json").read_bytes()
+            out.append((rid, parse_record(data, name=rid, object_id=object_id)))
+        except (BadRecord, OSError):
+            continue
+    out.sort(key=lambda pair: (pair[1].created, pair[0]))
+    return out

@@ -203,13 +203,16 @@ class RefStore:
             if old == object_id:
                 return RefUpdate(ref=name, old=old, new=object_id, changed=False)
             lock.write(f"{object_id}\n".encode())
+            # The reflog line goes first, while the lock is held (as git does): lines stay
+            # in the order of the moves, and a crash leaves at worst a line for a move that
+            # did not happen, never a move without its line.
+            self._append(name, action, old, object_id, message, details)
             try:
                 lock.commit()
             except IsADirectoryError as exc:
                 raise RefConflict(f"ref {name!r} clashes with refs below it") from exc
         finally:
             lock.release()
-        self._append(name, action, old, object_id, message, details)
         return RefUpdate(ref=name, old=old, new=object_id, changed=True)
 
     def delete(
@@ -225,9 +228,9 @@ class RefStore:
                 raise RefConflict(
                     f"ref {name!r} moved: expected {_show(expected)}, found {_show(old)}"
                 )
+            self._append(name, "delete", old, None, message, None)
             os.unlink(path)
             _fs.fsync_dir(path.parent)
-        self._append(name, "delete", old, None, message, None)
         return RefUpdate(ref=name, old=old, new=None, changed=True)
 
     def record_event(

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import zstandard
 from pydantic import BaseModel
 
 from casstore import _fs
 from casstore.config import StoreConfig, default_toml, load_config
 from casstore.errors import (
     AmbiguousPrefix,
-    BadRecord,
     InputError,
     InvalidRefName,
     ObjectNotFound,
@@ -30,15 +30,14 @@ from casstore.errors import (
 )
 from casstore.ids import is_object_id, is_prefix
 from casstore.index import Index
-from casstore.objects import ObjectStore, StoredObject
+from casstore.objects import ObjectStore, StoredObject, corrupt
 from casstore.records import (
     DeriveRecord,
     ImportRecord,
     RecordBase,
     load_records,
-    meta_dir,
-    parse_record,
     record_names,
+    valid_records,
     write_record,
 )
 from casstore.refs import ANY, ReflogEntry, RefStore, RefUpdate, check_ref_name, whoami
@@ -169,6 +168,11 @@ def expand_inputs(paths: Iterable[str]) -> Iterator[str]:
             raise InputError(f"{raw}: not a regular file")
         else:
             raise InputError(f"{raw}: no such file or directory")
+
+
+def _printable(path: str) -> str:
+    """A path as valid UTF-8 text: bytes that are not UTF-8 become ``\\xNN`` escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class Store:
@@ -365,12 +369,12 @@ class Store:
                     stored = self.objects.write(f, durable=False, progress=progress)
                 except IsADirectoryError as exc:
                     raise InputError(f"{display}: is a directory") from exc
-            origin: str | None = os.path.abspath(display)
+            origin: str | None = _printable(os.path.abspath(display))
         else:
             name = getattr(src, "name", None)
             display = name if isinstance(name, str) and name != "<stdin>" else "-"
             stored = self.objects.write(src, durable=False, progress=progress)
-            origin = None if display == "-" else display
+            origin = None if display == "-" else _printable(display)
         cls = DeriveRecord if derived else ImportRecord
         record = cls(
             object=stored.id, size=stored.size, blake3=stored.blake3, path=origin, **common
@@ -442,8 +446,12 @@ class Store:
 
     def read(self, spec: str) -> bytes:
         """An object's bytes in memory: for small objects only; stream big ones."""
-        with self.open_object(spec) as f:
-            return f.read()
+        oid = self.resolve(spec)
+        with self.objects.open(oid) as f:
+            try:
+                return f.read()
+            except zstandard.ZstdError as exc:
+                raise corrupt(oid, exc) from exc
 
     def cat(self, spec: str, out: BinaryIO) -> int:
         """Stream an object's original bytes into ``out``; return the byte count."""
@@ -559,11 +567,14 @@ class Store:
         """Recreate ``index.sqlite`` from the files; return the row counts."""
         path = self.root / "index.sqlite"
         self.close()
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{path}{suffix}")
-        idx = Index(path, timeout=self.config.locks.timeout * 2)
-        self._rebuild(idx)
+        # Exclusive: every writer holds the store lock shared from its first file to its
+        # index commit, so none can lose rows to a database deleted under it.
+        with self.lock.hold(exclusive=True):
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{path}{suffix}")
+            idx = Index(path, timeout=self.config.locks.timeout * 2)
+            self._rebuild(idx)
         self._index = idx
         return IndexCounts(**idx.counts())
 
@@ -572,7 +583,7 @@ class Store:
             records: list[tuple[str, Any]] = []
             objects = []
             for oid in self.objects.ids():
-                loaded = self._records_tolerant(oid)
+                loaded = valid_records(self.objects.dir, oid)
                 records.extend(loaded)
                 where = self.objects.locate(oid)
                 if where is None:
@@ -584,16 +595,3 @@ class Store:
         # The scan runs inside the index's write transaction: a concurrent add either
         # indexed its files before (and the scan sees them) or waits and indexes after.
         idx.rebuild(scan)
-
-    def _records_tolerant(self, oid: str) -> list[tuple[str, Any]]:
-        """Records that pass their checks; bad ones are left for ``cas verify`` to report."""
-        d = self.objects.dir
-        out = []
-        for rid in record_names(d, oid):
-            try:
-                data = (meta_dir(d, oid) / f"{rid}.json").read_bytes()
-                out.append((rid, parse_record(data, name=rid, object_id=oid)))
-            except (BadRecord, OSError):
-                continue
-        out.sort(key=lambda pair: (pair[1].created, pair[0]))
-        return out

@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="cas", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
+    except click.exceptions.Abort:  # click turns Ctrl-C into Abort
+        _fail("interrupted", 130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare 'cas' or 'cas ref': help
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+        code = 2
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except CasError as exc:

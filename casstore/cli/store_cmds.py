@@ -104,7 +104,10 @@ def add(
             if as_json:
                 results.append(result)
             else:
-                click.echo(sha256sum_line(result.id, result.path))
+                # Raw bytes, as sha256sum prints them, also for names that are not UTF-8.
+                line = sha256sum_line(result.id, result.path) + "\n"
+                sys.stdout.buffer.write(line.encode("utf-8", "surrogateescape"))
+                sys.stdout.buffer.flush()
     if as_json:
         emit_json(results)
 
@@ -117,9 +120,14 @@ def cat(app: AppContext, objs: tuple[str, ...]) -> None:
     store = app.store()
     ids = [store.resolve(o) for o in objs]  # every name checked before any output
     out = sys.stdout.buffer
-    for oid in ids:
-        store.cat(oid, out)
-    out.flush()
+    try:
+        for oid in ids:
+            store.cat(oid, out)
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (cas cat … | head): exit as a killed-by-SIGPIPE cat would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 @cli.command()
