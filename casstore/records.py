@@ -102,9 +102,60 @@ class DeriveRecord(RecordBase):
     params: dict[str, str] = Field(default_factory=dict)
 
 
-Record = Annotated[ImportRecord | DeriveRecord, Field(discriminator="type")]
-RECORD_TYPES = ("import", "derive")
-_ADAPTER: TypeAdapter[ImportRecord | DeriveRecord] = TypeAdapter(Record)
+class IntegrityCheck(BaseModel):
+    """One integrity tier of a download and its outcome."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    tier: str  # content-length | content-md5 | stream | sha256
+    outcome: Literal["passed", "failed", "skipped"]
+    detail: str = ""
+
+
+class DownloadRecord(RecordBase):
+    """Bytes fetched over HTTP, exactly as served, with what the server said.
+
+    URLs are stored redacted (no user:password, no secret query values); the server's
+    headers are kept as sent, ETags split into strong and weak.
+    """
+
+    type: Literal["download"] = "download"
+    url: str
+    final_url: str
+    http_status: int
+    http_version: str
+    etag: str | None = None  # a strong validator, usable for If-Range
+    weak_etag: str | None = None  # W/"…": only good for If-None-Match
+    last_modified: str | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    content_length: int | None = None  # as announced; ``size`` is what arrived
+    content_md5: str | None = None
+    content_sha256: str | None = None  # of the decompressed content, for compressed payloads
+    uncompressed_size: int | None = None
+    format: str | None = None
+    line_count: int | None = None
+    record_count: int | None = None
+    integrity: tuple[IntegrityCheck, ...] = ()
+    started: datetime
+    finished: datetime
+    retries: int = 0
+    resumes: int = 0
+
+    @field_validator("started", "finished")
+    @classmethod
+    def _utc_times(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("times must carry a timezone")
+        return value.astimezone(UTC)
+
+    @field_serializer("started", "finished")
+    def _iso_times(self, value: datetime) -> str:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Record = Annotated[ImportRecord | DeriveRecord | DownloadRecord, Field(discriminator="type")]
+RECORD_TYPES = ("import", "derive", "download")
+_ADAPTER: TypeAdapter[ImportRecord | DeriveRecord | DownloadRecord] = TypeAdapter(Record)
 
 
 def canonical_bytes(record: RecordBase) -> bytes:
