@@ -18,7 +18,10 @@ Where a built-in base fits, it is added too, so ``except KeyError`` keeps workin
     │   ├── RefNotFound(KeyError)
     │   └── RefConflict                   compare-and-swap lost, or a name clash
     ├── LockError                         .path .holder
-    └── InputError(OSError)               a file to import cannot be read
+    ├── InputError(OSError)               a file to import cannot be read
+    ├── SourceNotFound(KeyError)          no registered source by that id
+    └── FetchError                        .url (redacted) .status
+        └── IntegrityError is raised, not FetchError, when received bytes fail a check
 """
 
 from __future__ import annotations
@@ -111,3 +114,20 @@ class LockError(CasError):
 
 class InputError(CasError, OSError):
     """A file given to import is missing or unreadable."""
+
+
+class SourceNotFound(CasError, KeyError):
+    """No registered source by that id."""
+
+
+class FetchError(CasError):
+    """A download that could not be completed (network, HTTP status, size limits).
+
+    ``url`` is always redacted. The underlying httpx error, when there is one, is chained
+    as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status

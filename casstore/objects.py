@@ -339,6 +339,10 @@ class ObjectStore:
         if durable:
             _fs.fsync_dir(final.parent)
 
+    def writer(self, *, md5: bool = False, progress: ProgressFn | None = None) -> ObjectWriter:
+        """A push-style writer for bytes that arrive in pieces (a download)."""
+        return ObjectWriter(self, md5=md5, progress=progress)
+
     # ---- reading --------------------------------------------------------------------
     def open(self, object_id: str) -> BinaryIO:
         """A binary stream of the object's original bytes."""
@@ -380,3 +384,99 @@ def corrupt(object_id: str, exc: Exception) -> IntegrityError:
         f"object {object_id} is corrupt: its zstd frame does not decode ({exc}); run 'cas verify'",
         what="zstd",
     )
+
+
+class ObjectWriter:
+    """Bytes pushed in pieces of any size, stored in one pass, like :meth:`ObjectStore.write`.
+
+    Pieces are gathered into the store's two reusable 1 MiB buffers so that hashing runs
+    on large chunks (SHA-256 in the helper thread) whatever size the network delivers.
+    :meth:`restart` drops everything received (a server that answers a resume with the
+    whole body); :meth:`commit` names and places the object; :meth:`abort` leaves nothing.
+    """
+
+    def __init__(self, store: ObjectStore, *, md5: bool, progress: ProgressFn | None) -> None:
+        self.store = store
+        self.md5 = md5
+        self.progress = progress
+        self.size = 0
+        self._open()
+
+    def _open(self) -> None:
+        fd, self.tmp = _fs.make_temp(self.store.tmp, "dl")
+        self.sink = _Sink(fd, self.store.policy, self.store._cctx_mt)
+        self.hasher = StreamHasher(md5=self.md5)
+        self._i = 0
+        self._fill = 0
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Take the next piece."""
+        view = memoryview(data)
+        while view:
+            buf = self.store._bufs[self._i]
+            k = min(CHUNK - self._fill, len(view))
+            buf[self._fill : self._fill + k] = view[:k]
+            self._fill += k
+            view = view[k:]
+            if self._fill == CHUNK:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._fill:
+            return
+        chunk = memoryview(self.store._bufs[self._i])[: self._fill]
+        self.hasher.update(chunk)  # waits for the previous chunk's hash first
+        self.sink.write(chunk)
+        self.size += self._fill
+        if self.progress is not None:
+            self.progress(self._fill)
+        self._fill = 0
+        self._i ^= 1  # the helper thread may still read the other buffer until next update
+
+    def restart(self) -> None:
+        """Forget every byte received so far."""
+        self._discard()
+        self._open()
+
+    def finish(self) -> Digests:
+        """End of input: the digests of everything received (nothing is placed yet)."""
+        try:
+            self._flush()
+            self._digests = self.hasher.finish()
+            self._stored_size = self.sink.close()
+        except BaseException:
+            self._discard()
+            raise
+        return self._digests
+
+    def place(self, *, expected: str | None = None, durable: bool = True) -> StoredObject:
+        """After :meth:`finish` and the caller's checks: name and place the object."""
+        try:
+            _check_expected(self._digests.sha256, expected)
+            return self.store._place(
+                self.tmp,
+                self._digests,
+                self.sink.compression or "none",
+                self._stored_size,
+                durable,
+            )
+        except BaseException:
+            self._discard()
+            raise
+
+    def commit(self, *, expected: str | None = None, durable: bool = True) -> StoredObject:
+        """:meth:`finish` then :meth:`place`."""
+        self.finish()
+        return self.place(expected=expected, durable=durable)
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing is stored."""
+        self._discard()
+
+    def _discard(self) -> None:
+        self.hasher.close()
+        with contextlib.suppress(OSError):
+            self.sink.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)

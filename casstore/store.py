@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import zstandard
 from pydantic import BaseModel
@@ -41,6 +41,10 @@ from casstore.records import (
     write_record,
 )
 from casstore.refs import ANY, ReflogEntry, RefStore, RefUpdate, check_ref_name, whoami
+
+if TYPE_CHECKING:
+    from casstore.fetch import FetchResult
+    from casstore.fetch.sources import SourceRegistry
 
 STORE_DIRNAME = ".casstore"
 # Where a bare name is looked up, in order, when it is not a full ref name.
@@ -109,6 +113,15 @@ class RefInfo(BaseModel):
 
     name: str
     object: str
+
+
+class SourceInfo(BaseModel):
+    """A registered source with its current object and last download."""
+
+    source: Any
+    object: str | None
+    last_download: dict[str, Any] | None
+    versions: int
 
 
 class IndexCounts(BaseModel):
@@ -244,6 +257,47 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def sources(self) -> SourceRegistry:
+        """The registered sources (``sources.toml``)."""
+        from casstore.fetch.sources import SourceRegistry
+
+        return SourceRegistry(self.root / "sources.toml", lock_timeout=self.config.locks.timeout)
+
+    def record_object(self, stored: StoredObject, record: RecordBase) -> str:
+        """Write a record for a stored object (durably) and index both; return the record id."""
+        rid, _ = write_record(self.objects.dir, self.tmp, record, durable=True)
+        idx = self.index
+        with idx.transaction() as db:
+            idx.put_object(db, stored.id, stored.size, stored.stored_size, stored.compression)
+            idx.put_record(db, rid, record)
+        return rid
+
+    def fetch(self, target: str, **kwargs: Any) -> FetchResult:
+        """Fetch a URL or registered source: see :func:`casstore.fetch.fetch` for options."""
+        from casstore.fetch import fetch
+
+        return fetch(self, target, **kwargs)
+
+    def source_info(self, source_id: str) -> SourceInfo:
+        """A registered source, where its ref points, its last download record."""
+        from casstore.errors import SourceNotFound
+        from casstore.fetch.fetcher import previous_download
+
+        src = self.sources.get(source_id)
+        if src is None:
+            raise SourceNotFound(f"no source {source_id!r}")
+        ref = f"sources/{source_id}"
+        oid = self.refs.get(ref)
+        last = previous_download(self, oid, source_id)
+        moves = [e for e in self.refs.log(ref) if e.action in ("fetch", "set")]
+        return SourceInfo(
+            source=src,
+            object=oid,
+            last_download=last.model_dump(mode="json", exclude_none=True) if last else None,
+            versions=len(moves),
+        )
 
     def describe(self) -> StoreInfo:
         """The store's location and settings."""

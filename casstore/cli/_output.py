@@ -99,6 +99,42 @@ def byte_progress(
         yield lambda n: bar.advance(task, n)
 
 
+@contextlib.contextmanager
+def transfer_progress(
+    label: str,
+) -> Iterator[tuple[Callable[[int], None] | None, Callable[[int | None], None] | None]]:
+    """A download bar on a terminal: yields ``(advance, set_total)`` callbacks, or Nones.
+
+    The total is only known once the server answers, hence the second callback.
+    """
+    if not sys.stderr.isatty():
+        yield None, None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(label, total=None)
+
+        def set_total(total: int | None) -> None:
+            bar.reset(task, total=total)
+
+        yield (lambda n: bar.advance(task, n)), set_total
+
+
 def _stderr_console() -> Any:
     from rich.console import Console
 

@@ -17,6 +17,29 @@ from casstore.cli._output import (
     table,
 )
 
+# Record fields that `cas show` prints, in this order, when a record has them.
+_SHOWN_FIELDS = (
+    "source_id",
+    "dataset",
+    "path",
+    "transform",
+    "url",
+    "final_url",
+    "http_status",
+    "etag",
+    "weak_etag",
+    "last_modified",
+    "content_type",
+    "content_encoding",
+    "format",
+    "content_sha256",
+    "uncompressed_size",
+    "line_count",
+    "record_count",
+    "retries",
+    "resumes",
+)
+
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     params: dict[str, str] = {}
@@ -156,14 +179,18 @@ def show(app: AppContext, obj: str, as_json: bool) -> None:
             f"  {r.get('user', '')}@{r.get('host', '')}"
             f"  {producer.get('name', '?')} {producer.get('version', '')}"
         )
-        for key in ("source_id", "dataset", "path", "transform"):
-            if r.get(key):
-                click.echo(f"      {key + ':':<11}{r[key]}")
+        for key in _SHOWN_FIELDS:
+            if r.get(key) is not None and r.get(key) != "":
+                click.echo(f"      {key + ':':<19}{r[key]}")
+        checks = r.get("integrity", [])
+        if checks:
+            passed = [c["tier"] for c in checks if c["outcome"] == "passed"]
+            click.echo(f"      {'verified:':<19}{', '.join(passed) or '-'}")
         for parent in r.get("parents", []):
-            click.echo(f"      parent:    {parent}")
+            click.echo(f"      {'parent:':<19}{parent}")
         for key, value in sorted(r.get("params", {}).items()):
-            click.echo(f"      param:     {key}={value}")
-        click.echo(f"      blake3:    {r['blake3']}")
+            click.echo(f"      {'param:':<19}{key}={value}")
+        click.echo(f"      {'blake3:':<19}{r['blake3']}")
 
 
 @cli.command("ls")

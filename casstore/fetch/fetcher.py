@@ -1,0 +1,427 @@
+"""``cas fetch``: bring a source's bytes into the store once, and never again when unchanged.
+
+The order of a fetch:
+
+1. Work out the URL and source id (a registered source, or a URL and the slug of its file
+   name), with credentials added from the caller's headers and the environment variables
+   the source names, never from the store.
+2. Take the source's fetch lock: two processes fetching one source do one download between
+   them (the second waits, then asks the server with the first one's validators).
+3. Read the previous state from the store itself: ``sources/<id>`` and that object's newest
+   download record for this source (ETag, Last-Modified, content SHA-256).
+4. A conditional GET. ``304 Not Modified``: one request, no body, a ``fetch-unchanged`` event
+   in the ref's reflog. Otherwise the body streams into the store (see ``download.py``).
+5. Same bytes as before (a server without validators): reported unchanged, stored once.
+   New bytes: a ``download`` record, the index, then the ref moves by compare-and-swap.
+   New bytes whose decompressed content equals the previous one's are reported as
+   ``content-unchanged``, so pipelines can skip recomputing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+from pydantic import BaseModel
+
+from casstore import _fs
+from casstore.errors import CasError, SourceNotFound, UsageError
+from casstore.fetch.download import DownloadResult, Validators, download
+from casstore.fetch.http import HttpOptions, make_client, split_etag
+from casstore.fetch.redact import REDACTED, redact_url, scrub
+from casstore.fetch.sources import Source, check_url, slug_for
+from casstore.records import DownloadRecord
+from casstore.refs import check_ref_name, whoami
+
+if TYPE_CHECKING:
+    from casstore.store import Store
+
+FETCH_LOCK_TIMEOUT = 6 * 3600.0  # a fetch waits for another fetch of the same source
+
+FetchStatus = Literal["downloaded", "content-unchanged", "unchanged"]
+
+
+class FetchResult(BaseModel):
+    """The outcome of one fetch."""
+
+    source_id: str
+    url: str
+    status: FetchStatus
+    object: str
+    previous: str | None = None
+    not_modified: bool = False
+    record_id: str | None = None
+    record: dict[str, Any] | None = None
+    size: int = 0
+    seconds: float = 0.0
+
+
+class FetchFailure(BaseModel):
+    """A fetch of a batch (``--all``, ``-i``) that failed, and why."""
+
+    target: str
+    error: str
+
+
+class CheckResult(BaseModel):
+    """``cas fetch --check``: would a fetch download something?"""
+
+    source_id: str
+    url: str
+    status: Literal["changed", "unchanged", "unknown"]
+    object: str | None
+    detail: str
+
+
+class _Target:
+    """A resolved fetch target: where to ask, under which source id, with which secrets."""
+
+    def __init__(self, url: str, source_id: str, dataset: str | None, headers: dict[str, str]):
+        self.url = url
+        self.source_id = source_id
+        self.dataset = dataset
+        self.headers = headers
+        self.secrets = [v for v in headers.values() if v]
+        query = urlsplit(url).query
+        self.secrets += [v for _, v in parse_qsl(query) if v]
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.url)
+
+
+def resolve_target(
+    store: Store,
+    target: str,
+    *,
+    source_id: str | None,
+    dataset: str | None,
+    headers: Mapping[str, str],
+    env: Mapping[str, str],
+) -> _Target:
+    """Turn a URL or a source id into a :class:`_Target`."""
+    extra = dict(headers)
+    if "://" in target:
+        url = check_url(target)
+        sid = source_id or _registered_id(store, url) or slug_for(url)
+        source = store.sources.get(sid)
+    else:
+        source = store.sources.get(target)
+        sid = target
+        url = source.url if source is not None else _url_of_last_fetch(store, target)
+        if url is None:
+            raise SourceNotFound(
+                f"no source {target!r} (register it with 'cas source add {target} URL',"
+                " or fetch a URL)"
+            )
+        if source_id is not None and source_id != sid:
+            raise UsageError("--source names the source already given")
+    check_ref_name(sid, what="source id")
+    if source is not None:
+        url = _with_env_params(url, source, env)
+        for header, var in source.headers_env.items():
+            if header not in extra:
+                extra[header] = _env(env, var, source)
+        dataset = dataset or source.dataset
+    return _Target(url, sid, dataset, extra)
+
+
+def _url_of_last_fetch(store: Store, source_id: str) -> str | None:
+    """A source fetched by URL but never registered is fetched again from that URL.
+
+    Not when the recorded URL was redacted: its secret is not in the store, by design.
+    """
+    try:
+        check_ref_name(source_id, what="source id")
+    except CasError:
+        return None
+    prev = previous_download(store, store.refs.get(f"sources/{source_id}"), source_id)
+    if prev is None or REDACTED in prev.url:
+        return None
+    return str(prev.url)
+
+
+def _registered_id(store: Store, url: str) -> str | None:
+    for sid, source in store.sources.load().items():
+        if source.url == url:
+            return sid
+    return None
+
+
+def _env(env: Mapping[str, str], var: str, source: Source) -> str:
+    value = env.get(var)
+    if value is None:
+        raise UsageError(f"source {source.id!r} needs the environment variable {var}")
+    return value
+
+
+def _with_env_params(url: str, source: Source, env: Mapping[str, str]) -> str:
+    if not source.params_env:
+        return url
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    pairs += [(name, _env(env, var, source)) for name, var in source.params_env.items()]
+    return urlunsplit(parts._replace(query=urlencode(pairs)))
+
+
+def previous_download(store: Store, object_id: str | None, source_id: str) -> Any:
+    """The newest download record of ``object_id`` made for ``source_id``, or None."""
+    if object_id is None:
+        return None
+    try:
+        records = store.records(object_id)
+    except CasError:
+        return None
+    downloads = [r for _, r in records if r.type == "download" and r.source_id == source_id]
+    return downloads[-1] if downloads else None
+
+
+def _validators(prev: Any, target: _Target) -> Validators | None:
+    if prev is None or prev.url != target.shown:
+        return None  # a new URL for this source: its old validators mean nothing here
+    return Validators(etag=prev.etag, weak_etag=prev.weak_etag, last_modified=prev.last_modified)
+
+
+def fetch(
+    store: Store,
+    target: str,
+    *,
+    source_id: str | None = None,
+    dataset: str | None = None,
+    expected_sha256: str | None = None,
+    max_size: int | None = None,
+    opts: HttpOptions | None = None,
+    env: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int | None], None] | None = None,
+    client: httpx.Client | None = None,
+) -> FetchResult:
+    """Fetch one URL or registered source into ``store``; see the module docstring."""
+    opts = opts or HttpOptions()
+    t = resolve_target(
+        store,
+        target,
+        source_id=source_id,
+        dataset=dataset,
+        headers=opts.headers,
+        env=env or {},
+    )
+    if expected_sha256 is not None:
+        expected_sha256 = expected_sha256.lower()
+    ref = f"sources/{t.source_id}"
+    lock_path = store.root / "locks" / "fetch" / t.source_id.replace("/", "%2F")
+    own = client is None
+    http = client or make_client(HttpOptions(**{**opts.__dict__, "headers": {}}))
+    begun = time.monotonic()
+    try:
+        with store.lock.hold(), _fs.LockFile(lock_path, timeout=FETCH_LOCK_TIMEOUT):
+            prev_oid = store.refs.get(ref)
+            prev = previous_download(store, prev_oid, t.source_id)
+            result = download(
+                _with_headers(http, t.headers),
+                t.url,
+                store.objects,
+                opts=opts,
+                validators=_validators(prev, t),
+                expected_sha256=expected_sha256,
+                max_size=max_size,
+                progress=progress,
+                on_total=on_total,
+            )
+            return _conclude(store, t, ref, prev_oid, prev, result, time.monotonic() - begun)
+    except CasError as exc:
+        # Messages may quote a server's words: make sure no secret of ours rides along.
+        exc.args = (scrub(str(exc), t.secrets),)
+        raise
+    finally:
+        if own:
+            http.close()
+
+
+def _with_headers(client: httpx.Client, headers: Mapping[str, str]) -> httpx.Client:
+    client.headers.update(headers)
+    return client
+
+
+def _conclude(
+    store: Store,
+    t: _Target,
+    ref: str,
+    prev_oid: str | None,
+    prev: Any,
+    result: DownloadResult,
+    seconds: float,
+) -> FetchResult:
+    details = {"url": t.shown, "http_status": result.info.http_status}
+    if result.not_modified:
+        assert prev_oid is not None
+        store.refs.record_event(ref, "fetch-unchanged", message="304 not modified", details=details)
+        return FetchResult(
+            source_id=t.source_id,
+            url=t.shown,
+            status="unchanged",
+            object=prev_oid,
+            previous=prev_oid,
+            not_modified=True,
+            seconds=seconds,
+        )
+    stored = result.stored
+    assert stored is not None and result.content is not None
+    if stored.id == prev_oid:
+        store.refs.record_event(ref, "fetch-unchanged", message="same bytes", details=details)
+        return FetchResult(
+            source_id=t.source_id,
+            url=t.shown,
+            status="unchanged",
+            object=stored.id,
+            previous=prev_oid,
+            size=stored.size,
+            seconds=seconds,
+        )
+    info, content = result.info, result.content
+    user, host = whoami()
+    record = DownloadRecord(
+        object=stored.id,
+        size=stored.size,
+        blake3=stored.blake3,
+        user=user,
+        host=host,
+        source_id=t.source_id,
+        dataset=t.dataset,
+        created=result.finished,
+        url=info.url,
+        final_url=info.final_url,
+        http_status=info.http_status,
+        http_version=info.http_version,
+        etag=info.etag,
+        weak_etag=info.weak_etag,
+        last_modified=info.last_modified,
+        content_type=info.content_type,
+        content_encoding=info.content_encoding,
+        content_length=info.content_length,
+        content_md5=info.content_md5,
+        content_sha256=content.content_sha256,
+        uncompressed_size=content.uncompressed_size,
+        format=content.format
+        if content.content_format is None
+        else f"{content.content_format}+{content.format}",
+        line_count=content.line_count,
+        record_count=content.record_count,
+        integrity=tuple(result.integrity),
+        started=result.started,
+        finished=result.finished,
+        retries=result.retries,
+        resumes=result.resumes,
+    )
+    rid = store.record_object(stored, record)
+    same_content = (
+        prev is not None
+        and content.content_sha256 is not None
+        and prev.content_sha256 == content.content_sha256
+    )
+    store.refs.set(
+        ref,
+        stored.id,
+        expected=prev_oid,
+        action="fetch",
+        message="content unchanged" if same_content else "fetch",
+        details={**details, "record": rid},
+    )
+    store.index.set_ref(ref, stored.id)
+    return FetchResult(
+        source_id=t.source_id,
+        url=t.shown,
+        status="content-unchanged" if same_content else "downloaded",
+        object=stored.id,
+        previous=prev_oid,
+        record_id=rid,
+        record=record.model_dump(mode="json", exclude_none=True),
+        size=stored.size,
+        seconds=seconds,
+    )
+
+
+def check(
+    store: Store,
+    target: str,
+    *,
+    opts: HttpOptions | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CheckResult:
+    """Ask the server whether a fetch would bring new bytes, without reading any body."""
+    opts = opts or HttpOptions()
+    t = resolve_target(
+        store, target, source_id=None, dataset=None, headers=opts.headers, env=env or {}
+    )
+    prev_oid = store.refs.get(f"sources/{t.source_id}")
+    prev = previous_download(store, prev_oid, t.source_id)
+    validators = _validators(prev, t)
+
+    def result(status: Literal["changed", "unchanged", "unknown"], detail: str) -> CheckResult:
+        return CheckResult(
+            source_id=t.source_id,
+            url=t.shown,
+            status=status,
+            object=prev_oid,
+            detail=scrub(detail, t.secrets),
+        )
+
+    if prev_oid is None:
+        return result("changed", "never fetched")
+    if not validators:
+        return result("unknown", "the last fetch got no ETag or Last-Modified to compare")
+    with make_client(opts) as http:
+        http.headers.update(t.headers)
+        headers = validators.headers()
+        try:
+            resp = http.head(t.url, headers=headers)
+            if resp.status_code in (405, 501):
+                with http.stream("GET", t.url, headers=headers) as streamed:
+                    resp = streamed  # headers only: the body is never read
+        except httpx.HTTPError as exc:
+            raise CasError(f"{t.shown}: {type(exc).__name__}") from exc
+    if resp.status_code == 304:
+        return result("unchanged", "304 not modified")
+    if resp.status_code >= 400:
+        raise CasError(f"{t.shown}: HTTP {resp.status_code}")
+    strong, weak = split_etag(resp.headers.get("etag"))
+    if validators.etag and strong:
+        same = strong == validators.etag
+        return result("unchanged" if same else "changed", f"ETag {strong}")
+    if validators.weak_etag and weak:
+        same = weak == validators.weak_etag
+        return result("unchanged" if same else "changed", f"weak ETag {weak}")
+    lm = resp.headers.get("last-modified")
+    if validators.last_modified and lm:
+        same = lm == validators.last_modified
+        return result("unchanged" if same else "changed", f"Last-Modified {lm}")
+    return result("unknown", "the server sent no validator to compare")
+
+
+def fetch_many(
+    root: str | os.PathLike[str],
+    targets: list[str],
+    *,
+    jobs: int = 4,
+    **kwargs: Any,
+) -> list[FetchResult | FetchFailure]:
+    """Fetch several targets, ``jobs`` at once, each in its own thread and store handle.
+
+    One failure does not stop the others; it is returned as a :class:`FetchFailure`.
+    """
+    from casstore.store import Store
+
+    def one(target: str) -> FetchResult | FetchFailure:
+        try:
+            with Store.open(root) as store:
+                return fetch(store, target, **kwargs)
+        except CasError as exc:
+            return FetchFailure(target=redact_url(target), error=str(exc))
+
+    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="cas-fetch") as pool:
+        return list(pool.map(one, targets))
