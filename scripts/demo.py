@@ -1,5 +1,6 @@
-"""The main job, offline: a daily dump served over HTTP on 127.0.0.1, brought into a store
-with its chain of custody, sampled, inspected.
+"""The main job, offline: a daily dump served over HTTP on 127.0.0.1, fetched into a store
+with its chain of custody, fetched again unchanged (a 304), fetched when it changes,
+sampled, inspected.
 
 Run by ``scripts/demo.sh``. It works on ``demo-out/``, a copy of the example store
 ``.casstore.example/``, so you can explore it afterwards with
@@ -11,11 +12,12 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
 import shutil
 import subprocess
 import sys
 import threading
-import urllib.request
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -58,10 +60,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def download(url: str, dest: Path) -> None:
-    """Until ``cas fetch`` lands, the download is a plain HTTP GET into a file."""
-    with urllib.request.urlopen(url) as resp, open(dest, "wb") as f:
-        shutil.copyfileobj(resp, f, 1 << 20)
+def publish(site: Path, day: int, *, mtime: float) -> None:
+    """Put day ``day``'s dump on the server, with a Last-Modified of ``mtime``."""
+    path = site / "systems.jsonl.gz"
+    path.write_bytes(jsonl_gz(systems(20000, day=day)))
+    os.utime(path, (mtime, mtime))
 
 
 def main() -> None:
@@ -71,32 +74,28 @@ def main() -> None:
     shutil.copytree(ROOT / ".casstore.example", OUT / ".casstore")
     site = OUT / "site"
     site.mkdir()
-    (site / "systems.jsonl.gz").write_bytes(jsonl_gz(systems(20000, day=1)))
+    now = time.time()
+    publish(site, 1, mtime=now - 86400)
     server, base = serve(site)
     url = f"{base}/systems.jsonl.gz"
     print(f"serving today's dump at {url}")
     try:
         cas("ls")
-        dl = OUT / "download" / "systems.jsonl.gz"
-        dl.parent.mkdir()
-        download(url, dl)
-        out = cas(
-            "add",
-            str(dl),
-            "--source",
-            "systems",
-            "--dataset",
-            "star_systems",
-            "--ref",
-            "sources/systems",
-        )
-        new_id = out.split()[0]
-        print("\n# the same bytes again: stored once, the ref does not move")
-        download(url, dl)
-        cas("add", str(dl), "--source", "systems", "--dataset", "star_systems")
+        cas("source", "add", "systems", url, "--dataset", "star_systems", "--replace")
+        cas("probe", url)
+        print("\n# download once, verified: gzip CRC and length checked, content hashed")
+        cas("fetch", "systems")
+        print("\n# again: a conditional GET, answered 304; no body crosses the wire")
+        cas("fetch", "systems")
+        cas("fetch", "--check", "systems")
+        print("\n# tomorrow's dump appears on the server")
+        publish(site, 2, mtime=now)
+        cas("fetch", "systems")
         cas("ref", "log", "sources/systems")
+        cas("show", "sources/systems", show=30)
         print("\n# a 100-record sample of today's dump, derived with its recipe")
-        head = b"".join(gzip.decompress(dl.read_bytes()).splitlines(keepends=True)[:100])
+        head = gzip.decompress(cas_bytes("cat", "sources/systems"))
+        first = b"".join(head.splitlines(keepends=True)[:100])
         cas(
             "add",
             "-",
@@ -108,15 +107,20 @@ def main() -> None:
             "n=100",
             "--ref",
             "samples/systems/head-100",
-            stdin=head,
+            stdin=first,
         )
         cas("show", "samples/systems/head-100")
         cas("cat", "samples/systems/head-100", show=2)
         cas("ls")
-        cas("show", new_id[:8], "--json", show=8)
     finally:
         server.shutdown()
     print(f"\ndemo store: {OUT}/.casstore  (try: .venv/bin/cas --store demo-out ls)")
+
+
+def cas_bytes(*args: str) -> bytes:
+    """The stdout of a ``cas`` command, as bytes, without printing it."""
+    proc = subprocess.run([CAS, "--store", str(OUT), *args], capture_output=True, check=True)
+    return proc.stdout
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def show(app: AppContext, obj: str, as_json: bool) -> None:
         r = entry.record
         producer = r.get("producer", {})
         click.echo(
-            f"  {entry.id[:12]}  {r['type']:<7} {short_time(r.get('created'))}"
+            f"  {entry.id[:12]}  {r['type']:<8} {short_time(r.get('created'))}"
             f"  {r.get('user', '')}@{r.get('host', '')}"
             f"  {producer.get('name', '?')} {producer.get('version', '')}"
         )
