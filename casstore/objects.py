@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -36,6 +37,7 @@ CHUNK = 1024 * 1024
 # auto: zstd must save at least this fraction of the first chunk to be used.
 _MIN_SAVING = 0.10
 ZSTD_SUFFIX = ".zst"
+_RING = 4  # buffers an ObjectWriter cycles through
 
 ProgressFn = Callable[[int], None]
 
@@ -339,9 +341,15 @@ class ObjectStore:
         if durable:
             _fs.fsync_dir(final.parent)
 
-    def writer(self, *, md5: bool = False, progress: ProgressFn | None = None) -> ObjectWriter:
+    def writer(
+        self,
+        *,
+        md5: bool = False,
+        progress: ProgressFn | None = None,
+        observer: Callable[[memoryview], None] | None = None,
+    ) -> ObjectWriter:
         """A push-style writer for bytes that arrive in pieces (a download)."""
-        return ObjectWriter(self, md5=md5, progress=progress)
+        return ObjectWriter(self, md5=md5, progress=progress, observer=observer)
 
     # ---- reading --------------------------------------------------------------------
     def open(self, object_id: str) -> BinaryIO:
@@ -389,23 +397,41 @@ def corrupt(object_id: str, exc: Exception) -> IntegrityError:
 class ObjectWriter:
     """Bytes pushed in pieces of any size, stored in one pass, like :meth:`ObjectStore.write`.
 
-    Pieces are gathered into the store's two reusable 1 MiB buffers so that hashing runs
-    on large chunks (SHA-256 in the helper thread) whatever size the network delivers.
+    Pieces are gathered into the store's two reusable 1 MiB buffers. Each full buffer goes
+    to three single-thread workers at once: SHA-256; BLAKE3 (and MD5) plus the file write;
+    and an optional ``observer`` (a format checker). All of them release the GIL, so the
+    caller's thread is left with reading the network. A buffer is refilled only after its
+    three jobs are done, and each worker sees buffers in order.
+
     :meth:`restart` drops everything received (a server that answers a resume with the
-    whole body); :meth:`commit` names and places the object; :meth:`abort` leaves nothing.
+    whole body); :meth:`finish` then :meth:`place` name and place the object;
+    :meth:`abort` leaves nothing.
     """
 
-    def __init__(self, store: ObjectStore, *, md5: bool, progress: ProgressFn | None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        md5: bool,
+        progress: ProgressFn | None,
+        observer: Callable[[memoryview], None] | None = None,
+    ) -> None:
         self.store = store
         self.md5 = md5
         self.progress = progress
-        self.size = 0
+        self.observer = observer
+        self._workers = [ThreadPoolExecutor(1, thread_name_prefix="cas-write") for _ in range(3)]
+        # A ring of buffers gives the workers slack while the caller keeps reading.
+        self._bufs = [bytearray(CHUNK) for _ in range(_RING)]
         self._open()
 
     def _open(self) -> None:
         fd, self.tmp = _fs.make_temp(self.store.tmp, "dl")
         self.sink = _Sink(fd, self.store.policy, self.store._cctx_mt)
-        self.hasher = StreamHasher(md5=self.md5)
+        self._sha = hashlib.sha256()
+        self._b3 = blake3.blake3()
+        self._m5 = hashlib.md5(usedforsecurity=False) if self.md5 else None
+        self._pending: list[list[Future[None]]] = [[] for _ in range(_RING)]
         self._i = 0
         self._fill = 0
         self.size = 0
@@ -414,7 +440,7 @@ class ObjectWriter:
         """Take the next piece."""
         view = memoryview(data)
         while view:
-            buf = self.store._bufs[self._i]
+            buf = self._bufs[self._i]
             k = min(CHUNK - self._fill, len(view))
             buf[self._fill : self._fill + k] = view[:k]
             self._fill += k
@@ -422,29 +448,63 @@ class ObjectWriter:
             if self._fill == CHUNK:
                 self._flush()
 
+    def _io(self, chunk: memoryview) -> None:
+        self._b3.update(chunk)
+        if self._m5 is not None:
+            self._m5.update(chunk)
+        self.sink.write(chunk)
+
     def _flush(self) -> None:
         if not self._fill:
             return
-        chunk = memoryview(self.store._bufs[self._i])[: self._fill]
-        self.hasher.update(chunk)  # waits for the previous chunk's hash first
-        self.sink.write(chunk)
+        chunk = memoryview(self._bufs[self._i])[: self._fill]
+        sha, io_, obs = self._workers
+        jobs = [sha.submit(self._sha.update, chunk), io_.submit(self._io, chunk)]
+        if self.observer is not None:
+            jobs.append(obs.submit(self.observer, chunk))
+        self._pending[self._i] = jobs
         self.size += self._fill
         if self.progress is not None:
             self.progress(self._fill)
         self._fill = 0
-        self._i ^= 1  # the helper thread may still read the other buffer until next update
+        self._i = (self._i + 1) % _RING
+        self._wait(self._i)  # the buffer about to be refilled must be free
+
+    def _wait(self, i: int) -> None:
+        jobs, self._pending[i] = self._pending[i], []
+        for job in jobs:
+            job.result()  # re-raises a worker's error (a corrupt stream, a full disk)
+
+    def _drain(self) -> None:
+        """Wait for every job, raising the first error only after all have stopped."""
+        errors = []
+        for i in range(_RING):
+            for job in self._pending[(self._i + 1 + i) % _RING]:
+                try:
+                    job.result()
+                except BaseException as exc:
+                    errors.append(exc)
+            self._pending[(self._i + 1 + i) % _RING] = []
+        if errors:
+            raise errors[0]
 
     def restart(self) -> None:
         """Forget every byte received so far."""
-        self._discard()
+        self._discard(keep_workers=True)
         self._open()
 
     def finish(self) -> Digests:
         """End of input: the digests of everything received (nothing is placed yet)."""
         try:
             self._flush()
-            self._digests = self.hasher.finish()
+            self._drain()
             self._stored_size = self.sink.close()
+            self._digests = Digests(
+                sha256=self._sha.hexdigest(),
+                blake3=self._b3.hexdigest(),
+                size=self.size,
+                md5=self._m5.hexdigest() if self._m5 is not None else None,
+            )
         except BaseException:
             self._discard()
             raise
@@ -464,6 +524,8 @@ class ObjectWriter:
         except BaseException:
             self._discard()
             raise
+        finally:
+            self._shutdown()
 
     def commit(self, *, expected: str | None = None, durable: bool = True) -> StoredObject:
         """:meth:`finish` then :meth:`place`."""
@@ -474,9 +536,16 @@ class ObjectWriter:
         """Drop the temporary file; nothing is stored."""
         self._discard()
 
-    def _discard(self) -> None:
-        self.hasher.close()
+    def _discard(self, *, keep_workers: bool = False) -> None:
+        with contextlib.suppress(BaseException):
+            self._drain()
         with contextlib.suppress(OSError):
             self.sink.file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+        if not keep_workers:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for worker in self._workers:
+            worker.shutdown(wait=False)

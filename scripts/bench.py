@@ -13,6 +13,10 @@ Groups:
          a 1 GiB compressible JSON-lines file against `openssl dgst -sha256 && zstd -3`
          (and `dvc add`, `git annex add` when installed)
   small  `cas add` of a directory of 20,000 files of 1-8 KiB against `git add` (and `dvc add`)
+  fetch  `cas fetch` of a 1 GiB file from nginx on 127.0.0.1 against
+         `curl -s -o FILE URL && openssl dgst -sha256 FILE` and plain curl; the re-fetch of
+         the unchanged file (a 304); `cas fetch --all -j 8` over 50 small sources against
+         50 single fetches
 
 Every tool reads its input from the page cache (a warm-up read comes first). `cas` is run
 from the venv's bin directly (a pyenv shim would add ~90 ms per start). cas ends each add
@@ -209,10 +213,131 @@ def bench_small(work: Path, runs: int, count: int = 20000) -> None:
     compare(f"add a directory of {count} files of 1-8 KiB", contenders, runs, reset)
 
 
+class Nginx:
+    """nginx serving ``root`` on a free loopback port, config and logs in ``work``."""
+
+    def __init__(self, work: Path, root: Path) -> None:
+        import socket
+
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(exe).exists():
+            raise SystemExit("bench: nginx is needed for the fetch group (apt-get install nginx)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = work / "nginx"
+        conf.mkdir(exist_ok=True)
+        (conf / "nginx.conf").write_text(
+            f"""
+worker_processes 1;
+pid {conf}/nginx.pid;
+error_log {conf}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {conf}/body;
+    proxy_temp_path {conf}/proxy;
+    fastcgi_temp_path {conf}/fastcgi;
+    uwsgi_temp_path {conf}/uwsgi;
+    scgi_temp_path {conf}/scgi;
+    server {{ listen 127.0.0.1:{self.port}; root {root}; }}
+}}
+"""
+        )
+        self.proc = subprocess.Popen(
+            [exe, "-p", str(conf), "-c", str(conf / "nginx.conf"), "-g", "daemon off;"]
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def bench_fetch(work: Path, size: int, runs: int) -> None:
+    site = work / "site"
+    site.mkdir(exist_ok=True)
+    big = site / "big.bin"
+    if not big.exists():
+        make_random(big, size)
+    for i in range(50):
+        (site / f"small{i:02d}.json").write_text(f'{{"n": {i}}}\n' * 100)
+    os.sync()
+    warm(big)
+    server = Nginx(work, site)
+    store = work / "store"
+    out = work / "curl.out"
+    try:
+
+        def reset() -> None:
+            shutil.rmtree(store, ignore_errors=True)
+            out.unlink(missing_ok=True)
+            subprocess.run([CAS, "init", str(store)], check=True, stdout=subprocess.DEVNULL)
+            os.sync()
+
+        url = f"{server.base}/big.bin"
+        contenders: dict[str, Callable[[], list[str] | str]] = {
+            "cas fetch": lambda: [CAS, "--store", str(store), "fetch", url],
+            "curl -o && openssl dgst -sha256": lambda: (
+                f"curl -s -o {out} {url} && openssl dgst -sha256 {out}"
+            ),
+            "curl -o (no hash)": lambda: ["curl", "-s", "-o", str(out), url],
+        }
+        compare(f"fetch {size >> 20} MiB from nginx on 127.0.0.1", contenders, runs, reset, size)
+
+        reset()
+        run([CAS, "--store", str(store), "fetch", url])
+        times = [run([CAS, "--store", str(store), "fetch", url])[0] for _ in range(max(runs, 5))]
+        print(
+            f"\nre-fetch of the unchanged {size >> 20} MiB file (304):"
+            f" median {statistics.median(times) * 1000:.0f} ms"
+        )
+
+        reset()
+        for i in range(50):
+            run(
+                [
+                    CAS,
+                    "--store",
+                    str(store),
+                    "source",
+                    "add",
+                    f"s{i:02d}",
+                    f"{server.base}/small{i:02d}.json",
+                ]
+            )
+        t_all = []
+        t_one = []
+        for _ in range(runs):
+            for ref in Path(store, "refs", "sources").glob("*"):
+                ref.unlink()
+            t_all.append(run([CAS, "--store", str(store), "fetch", "--all", "-j", "8"])[0])
+            for ref in Path(store, "refs", "sources").glob("*"):
+                ref.unlink()
+            start = time.perf_counter()
+            for i in range(50):
+                run([CAS, "--store", str(store), "fetch", f"s{i:02d}"])
+            t_one.append(time.perf_counter() - start)
+        print(
+            f"\n50 small sources: cas fetch --all -j 8 {statistics.median(t_all):.2f} s,"
+            f" 50 single cas fetch runs {statistics.median(t_one):.2f} s"
+        )
+    finally:
+        server.stop()
+
+
 def main() -> None:
     """Parse arguments and run the chosen groups."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("groups", nargs="*", default=["help", "add", "small"])
+    ap.add_argument("groups", nargs="*", default=["help", "add", "small", "fetch"])
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big files")
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per contender")
     ap.add_argument("--work", help="scratch directory (default: a temp dir, removed after)")
@@ -230,6 +355,8 @@ def main() -> None:
             bench_add(work, args.size_mib << 20, args.runs)
         if "small" in args.groups:
             bench_small(work, args.runs)
+        if "fetch" in args.groups:
+            bench_fetch(work, args.size_mib << 20, args.runs)
     finally:
         if work_ctx:
             work_ctx.cleanup()

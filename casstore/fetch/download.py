@@ -119,39 +119,41 @@ class _RetryableStatus(Exception):
         self.hint = hint
 
 
+class _Content:
+    """The format checker, fed whole buffers in the writer's observer thread."""
+
+    def __init__(self) -> None:
+        self.checker: Any = None
+
+    def __call__(self, chunk: memoryview) -> None:
+        if self.checker is None:
+            self.checker = checker_for(bytes(chunk[:SNIFF_BYTES]))
+        self.checker.update(chunk)
+
+    def result(self) -> ContentResult:
+        if self.checker is None:  # an empty body
+            self.checker = checker_for(b"")
+        return self.checker.finish()
+
+
 class _Body:
     """The state of a body being received, across resumes."""
 
     def __init__(self, objects: ObjectStore, md5: bool, progress: Callable[[int], None] | None):
-        self.writer = objects.writer(md5=md5, progress=progress)
-        self.head = b""
-        self.checker: Any = None
+        self.content = _Content()
+        self.writer = objects.writer(md5=md5, progress=progress, observer=self._observe)
         self.received = 0
 
+    def _observe(self, chunk: memoryview) -> None:
+        self.content(chunk)
+
     def feed(self, chunk: bytes) -> None:
-        if self.checker is None:
-            self.head += chunk
-            if len(self.head) >= SNIFF_BYTES:
-                self._start()
-        else:
-            self.checker.update(chunk)
         self.writer.write(chunk)
         self.received += len(chunk)
 
-    def _start(self) -> None:
-        self.checker = checker_for(self.head)
-        self.checker.update(self.head)
-        self.head = b""
-
-    def content(self) -> ContentResult:
-        if self.checker is None:
-            self._start()
-        return self.checker.finish()
-
     def restart(self) -> None:
         self.writer.restart()
-        self.head = b""
-        self.checker = None
+        self.content = _Content()
         self.received = 0
 
 
@@ -301,7 +303,12 @@ def _finish(
     retries: int,
     resumes: int,
 ) -> DownloadResult:
-    digests = body.writer.finish()
+    try:
+        digests = body.writer.finish()
+    except IntegrityError as exc:  # the checker found the stream corrupt while it streamed
+        raise IntegrityError(
+            f"{shown}: stream check failed: {exc}; nothing stored", what="stream"
+        ) from exc
     checks: list[IntegrityCheck] = []
 
     def fail(tier: str, message: str, expected: str = "", actual: str = "") -> None:
@@ -345,7 +352,7 @@ def _finish(
             IntegrityCheck(tier="content-md5", outcome="skipped", detail="no Content-MD5")
         )
     try:
-        content = body.content()
+        content = body.content.result()
     except IntegrityError as exc:
         fail("stream", str(exc))
         raise  # unreachable: fail() raised

@@ -9,6 +9,7 @@ raw stream, never a transfer-decoded body.
 from __future__ import annotations
 
 import email.utils
+import netrc
 import random
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from casstore._version import __version__
+from casstore.errors import UsageError
 
 USER_AGENT = f"casstore/{__version__} (+https://github.com/casstore)"
 MAX_REDIRECTS = 10
@@ -41,7 +43,10 @@ def make_client(opts: HttpOptions) -> httpx.Client:
     """A client that follows up to 10 redirects and never decodes bodies."""
     auth = None
     if opts.netrc and Path(opts.netrc).is_file():
-        auth = httpx.NetRCAuth(opts.netrc)
+        try:
+            auth = httpx.NetRCAuth(opts.netrc)
+        except (netrc.NetrcParseError, OSError) as exc:
+            raise UsageError(f"cannot read netrc file {opts.netrc}: {exc}") from exc
     return httpx.Client(
         http1=True,
         http2=opts.http2,
