@@ -97,10 +97,12 @@ def publish(tmp_path: Path, final: Path, *, replace: bool = True) -> bool:
             os.unlink(tmp_path)
         return True
     except FileNotFoundError:
-        if not final.parent.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            return publish(tmp_path, final, replace=replace)
-        raise
+        if not tmp_path.exists():
+            raise
+        # The parent is missing (or another writer created it a moment ago): make sure
+        # it exists and try once more.
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return publish(tmp_path, final, replace=replace)
     except FileExistsError:
         os.unlink(tmp_path)
         return False
@@ -205,7 +207,12 @@ class LockFile:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new inode: nobody else can hold it
+        except FileNotFoundError:  # an empty parent was pruned a moment ago: remake it
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return False
+        # Blocking: a process checking for staleness may hold this new file's flock for a
+        # moment; seeing it empty and young, it lets go without removing it.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, _holder_info())
         self._fd = fd
         return True
@@ -293,11 +300,16 @@ class StoreLock:
                 except BlockingIOError:
                     continue
             else:
+                holder = describe_holder(os.pread(fd, 4096, 0))
                 raise LockError(
                     f"timed out after {self.timeout:g}s waiting for the store lock {self.path}"
-                    " (another cas process, such as gc, holds it)",
+                    f" (held exclusively, by gc or an index rebuild: {holder})",
                     path=str(self.path),
+                    holder=holder,
                 )
+            if exclusive:  # say who we are, for the message of anyone who waits on us
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, _holder_info(), 0)
             yield
         finally:
             os.close(fd)

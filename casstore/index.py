@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from casstore.errors import StoreFormatError
+from casstore.records import iso_utc
 
 INDEX_VERSION = "1"
 
@@ -157,7 +158,7 @@ class Index:
                 rid,
                 record.object,
                 record.type,
-                record.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                iso_utc(record.created),
                 record.source_id,
                 record.dataset,
                 getattr(record, "transform", None),

@@ -13,6 +13,7 @@ gives the same bytes), so a record cannot be edited without being noticed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +44,15 @@ HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def iso_utc(value: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, years zero-padded (strftime does not pad)."""
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
 
 
 class Producer(BaseModel):
@@ -79,7 +89,7 @@ class RecordBase(BaseModel):
 
     @field_serializer("created")
     def _iso(self, value: datetime) -> str:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return iso_utc(value)
 
     def provenance(self) -> dict[str, Any]:
         """Everything but the time: two records with equal provenance are one record."""
@@ -150,7 +160,7 @@ class DownloadRecord(RecordBase):
 
     @field_serializer("started", "finished")
     def _iso_times(self, value: datetime) -> str:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return iso_utc(value)
 
 
 Record = Annotated[ImportRecord | DeriveRecord | DownloadRecord, Field(discriminator="type")]
@@ -242,23 +252,23 @@ def write_record(
     but ``created``) is reused, so adding the same thing twice leaves one record.
     """
     want = record.provenance()
-    for rid, existing in valid_records(objects_dir, record.object):
-        if existing.provenance() == want:
-            return rid, False
-    data = canonical_bytes(record)
-    rid = record_id(data)
-    final = meta_dir(objects_dir, record.object) / f"{rid}.json"
-    # Same name, same bytes: replacing a concurrent writer's copy is harmless and cheaper.
-    _fs.atomic_write(final, data, tmp_dir, durable=durable)
-    # Two writers with the same provenance may both have found none: the one whose record
-    # sorts later by (created, id) withdraws its own, so one record remains. Nobody else
-    # ever points at a record this young, and only its writer removes it.
-    mine = (record.created, rid)
-    for other_id, other in valid_records(objects_dir, record.object):
-        if other_id != rid and other.provenance() == want and (other.created, other_id) < mine:
-            final.unlink(missing_ok=True)
-            return other_id, False
-    return rid, True
+    d = meta_dir(objects_dir, record.object)
+    d.mkdir(parents=True, exist_ok=True)
+    # The check and the write happen under an flock on the .meta directory itself (no lock
+    # file to create or leave behind), so concurrent writers of the same provenance make
+    # one record between them. The kernel drops the flock if the process dies.
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for rid, existing in valid_records(objects_dir, record.object):
+            if existing.provenance() == want:
+                return rid, False
+        data = canonical_bytes(record)
+        rid = record_id(data)
+        _fs.atomic_write(d / f"{rid}.json", data, tmp_dir, durable=durable)
+        return rid, True
+    finally:
+        os.close(fd)
 
 
 def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:

@@ -13,6 +13,7 @@ line per event. Reflogs are flat files so that removing ``a/b`` and later creati
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -27,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from casstore import _fs
 from casstore.errors import InvalidRefName, RefConflict, RefError, RefNotFound
 from casstore.ids import check_object_id, is_object_id
-from casstore.records import utcnow
+from casstore.records import iso_utc, utcnow
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_FLAT = 240  # longest reflog file name; longer ref names use a hashed file name
 MAX_NAME = 1024
 MAX_SEGMENT = 200
 
@@ -63,6 +65,8 @@ def check_ref_name(name: str, *, what: str = "ref name") -> str:
             )
         if seg.startswith("."):
             raise InvalidRefName(f"invalid {what} {name!r}: a segment may not start with '.'")
+        if ".." in seg:
+            raise InvalidRefName(f"invalid {what} {name!r}: '..' is not allowed")
         if seg.endswith(".lock"):
             raise InvalidRefName(f"invalid {what} {name!r}: a segment may not end with '.lock'")
         if len(seg) > MAX_SEGMENT:
@@ -87,7 +91,7 @@ class ReflogEntry(BaseModel):
 
     @field_serializer("time")
     def _iso(self, value: datetime) -> str:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return iso_utc(value)
 
 
 class RefUpdate(BaseModel):
@@ -120,7 +124,10 @@ class RefStore:
         return self.dir.joinpath(*check_ref_name(name).split("/"))
 
     def _log_path(self, name: str) -> Path:
-        return self.logs / check_ref_name(name).replace("/", "%2F")
+        flat = check_ref_name(name).replace("/", "%2F")
+        if len(flat) > _MAX_FLAT:  # too long for one file name: name it by its hash
+            flat = "h-" + hashlib.sha256(name.encode()).hexdigest()
+        return self.logs / flat
 
     def _read(self, path: Path, name: str) -> str | None:
         try:
@@ -193,6 +200,7 @@ class RefStore:
         try:
             lock.acquire()
         except (NotADirectoryError, FileExistsError) as exc:
+            self._prune(path.parent)
             raise RefConflict(f"ref {name!r} clashes with an existing ref above it") from exc
         try:
             old = self._read(path, name)
@@ -213,6 +221,8 @@ class RefStore:
                 raise RefConflict(f"ref {name!r} clashes with refs below it") from exc
         finally:
             lock.release()
+            if not path.exists():
+                self._prune(path.parent)  # a refused new ref leaves no directories behind
         return RefUpdate(ref=name, old=old, new=object_id, changed=True)
 
     def delete(
@@ -220,17 +230,22 @@ class RefStore:
     ) -> RefUpdate:
         """Remove a ref (its reflog stays, with a ``delete`` entry)."""
         path = self._path(name)
-        with _fs.LockFile(path, timeout=self.lock_timeout):
-            old = self._read(path, name)
-            if old is None:
-                raise RefNotFound(f"no ref named {name!r}")
-            if expected is not ANY and old != expected:
-                raise RefConflict(
-                    f"ref {name!r} moved: expected {_show(expected)}, found {_show(old)}"
-                )
-            self._append(name, "delete", old, None, message, None)
-            os.unlink(path)
-            _fs.fsync_dir(path.parent)
+        if self._read(path, name) is None:
+            raise RefNotFound(f"no ref named {name!r}")
+        try:
+            with _fs.LockFile(path, timeout=self.lock_timeout):
+                old = self._read(path, name)
+                if old is None:
+                    raise RefNotFound(f"no ref named {name!r}")
+                if expected is not ANY and old != expected:
+                    raise RefConflict(
+                        f"ref {name!r} moved: expected {_show(expected)}, found {_show(old)}"
+                    )
+                self._append(name, "delete", old, None, message, None)
+                os.unlink(path)
+                _fs.fsync_dir(path.parent)
+        finally:
+            self._prune(path.parent)
         return RefUpdate(ref=name, old=old, new=None, changed=True)
 
     def record_event(
@@ -238,6 +253,8 @@ class RefStore:
     ) -> None:
         """Append an event that does not move the ref (for example "checked, unchanged")."""
         path = self._path(name)
+        if self._read(path, name) is None:
+            raise RefNotFound(f"no ref named {name!r}")
         with _fs.LockFile(path, timeout=self.lock_timeout):
             current = self._read(path, name)
             self._append(name, action, current, current, message, details)
@@ -259,9 +276,20 @@ class RefStore:
     def logged_names(self) -> list[str]:
         """Names of every ref that has a reflog (including removed refs)."""
         try:
-            return sorted(n.replace("%2F", "/") for n in os.listdir(self.logs))
+            files = os.listdir(self.logs)
         except FileNotFoundError:
             return []
+        names = []
+        for f in files:
+            if not f.startswith("h-"):
+                names.append(f.replace("%2F", "/"))
+                continue
+            try:  # a hashed file name: the ref's name is in its entries
+                with open(self.logs / f, encoding="utf-8") as fh:
+                    names.append(json.loads(fh.readline())["ref"])
+            except (OSError, ValueError, KeyError):
+                continue
+        return sorted(names)
 
     def _append(
         self,
@@ -295,12 +323,23 @@ class RefStore:
             os.close(fd)
 
     def _clear_empty_dir(self, path: Path, name: str) -> None:
-        """A removed ``a/b/c`` may leave an empty ``refs/a/b`` where ``a/b`` should go."""
-        if path.is_dir():
+        """Empty directories where ref ``name`` should go (left by removed refs) go away."""
+        if not path.is_dir():
+            return
+        try:
+            for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
+                os.rmdir(dirpath)  # deepest first; fails on the first non-empty directory
+        except OSError as exc:
+            raise RefConflict(f"ref {name!r} clashes with refs below it") from exc
+
+    def _prune(self, directory: Path) -> None:
+        """Remove empty directories from ``directory`` up to ``refs/``, as git does."""
+        while directory != self.dir and self.dir in directory.parents:
             try:
-                path.rmdir()
-            except OSError as exc:
-                raise RefConflict(f"ref {name!r} clashes with refs below it") from exc
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
 
 
 def _show(value: object) -> str:

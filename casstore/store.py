@@ -175,10 +175,8 @@ def expand_inputs(paths: Iterable[str]) -> Iterator[str]:
                     full = os.path.join(dirpath, f)
                     if os.path.isfile(full):
                         yield full
-        elif os.path.isfile(raw):
-            yield raw
         elif os.path.exists(raw):
-            raise InputError(f"{raw}: not a regular file")
+            yield raw  # a file, or a pipe such as /dev/stdin or <(cmd)
         else:
             raise InputError(f"{raw}: no such file or directory")
 

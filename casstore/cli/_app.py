@@ -21,6 +21,7 @@ class AppContext:
 
     def __init__(self, store_path: str | None) -> None:
         self.store_path = store_path
+        self.store_flag: str | None = None
         self._store: Store | None = None
 
     def store(self) -> Store:
@@ -64,6 +65,9 @@ def cli(ctx: click.Context, store_path: str | None) -> None:
     least 4 hex digits, or a ref name (x tries tags/x, sources/x, samples/x, then x).
     """
     app = AppContext(store_path)
+    # `cas --store DIR init` makes the store there; CAS_STORE alone does not steer init.
+    source = ctx.get_parameter_source("store_path")
+    app.store_flag = store_path if source == click.core.ParameterSource.COMMANDLINE else None
     ctx.obj = app
     ctx.call_on_close(app.close)
 

@@ -101,7 +101,13 @@ def _print_result(result: Any) -> None:
     f"{EXIT_CHANGED} changed, {EXIT_UNKNOWN} unknown).",
 )
 @click.option("--max-size", metavar="SIZE", help="Refuse bodies bigger than this (e.g. 20G).")
-@click.option("--retries", type=click.IntRange(0, 100), default=5, show_default=True)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Retries of timeouts, dropped connections, 5xx, 408 and 429.",
+)
 @click.option(
     "--timeout",
     type=float,
@@ -185,7 +191,9 @@ def fetch(
 @cli.command()
 @click.argument("url")
 @click.option("--header", "headers", multiple=True, metavar="'K: V'", help="Extra request header.")
-@click.option("--timeout", type=float, default=30.0, show_default=True)
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the server."
+)
 @json_option
 def probe(url: str, headers: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Show what the server says about URL, without downloading it."""

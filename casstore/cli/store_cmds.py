@@ -52,7 +52,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @cli.command()
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option(
     "--compression",
     type=click.Choice(["auto", "zstd", "none"]),
@@ -61,11 +61,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     help="How objects are kept at rest.",
 )
 @json_option
-def init(directory: str, compression: str, as_json: bool) -> None:
-    """Make a store in DIRECTORY/.casstore (default: here)."""
+@pass_app
+def init(app: AppContext, directory: str | None, compression: str, as_json: bool) -> None:
+    """Make a store in DIRECTORY/.casstore (default: --store, else here)."""
     from casstore.store import Store
 
-    with Store.init(directory, compression=compression) as store:
+    with Store.init(directory or app.store_flag or ".", compression=compression) as store:
         info = store.describe()
     if as_json:
         emit_json(info)
@@ -111,7 +112,7 @@ def add(
     param_map = _parse_params(params)
     inputs = list(expand_inputs(files))
     sources = [sys.stdin.buffer if p == "-" else p for p in inputs]
-    total = sum(os.path.getsize(p) for p in inputs if p != "-")
+    total = sum(os.path.getsize(p) for p in inputs if p != "-" and os.path.isfile(p))
     results = []
     with byte_progress(total, "adding") as progress:
         for result in store.add_many(

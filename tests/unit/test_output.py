@@ -1,0 +1,38 @@
+"""The CLI's rendering helpers (casstore/cli/_output.py)."""
+
+import pytest
+
+from casstore.cli._output import human_size, sha256sum_line, short_time
+from tests._helpers import sha256
+
+D = sha256(b"x")
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("file.txt", f"{D}  file.txt"),
+        ("-", f"{D}  -"),
+        ("dir/with space", f"{D}  dir/with space"),
+        ("a\nb", f"\\{D}  a\\nb"),
+        ("c\\d", f"\\{D}  c\\\\d"),
+        ("e\rf", f"\\{D}  e\\rf"),
+        ("ünï", f"{D}  ünï"),
+    ],
+)
+def test_sha256sum_line_escapes_like_coreutils(path, line):
+    assert sha256sum_line(D, path) == line
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (5, "5 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+     (5 * 1024**2, "5.0 MiB"), (3 * 1024**3, "3.0 GiB"), (2 * 1024**5, "2048.0 TiB")],
+)  # fmt: skip
+def test_human_size(n, text):
+    assert human_size(n) == text
+
+
+def test_short_time():
+    assert short_time("2026-11-22T16:05:01.123456Z") == "2026-11-22 16:05:01"
+    assert short_time(None) == "-"
