@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import lzma
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from casstore.errors import IntegrityError
 from casstore.formats import sniff_magic
 
 SNIFF_BYTES = 1024
+_NEWLINE_PAIR = re.compile(rb"(?=\n\n)")
 _OUT_CHUNK = 1 << 20  # bound on decompressed output per step: memory stays flat
 
 
@@ -112,7 +114,10 @@ class _LineCounter:
         b = bytes(data) if isinstance(data, memoryview) else data
         self.size += len(b)
         self.lines += b.count(b"\n")
-        self.blank += b.count(b"\n\n") + (1 if self.last == b"\n" and b[:1] == b"\n" else 0)
+        # Empty lines: every newline that directly follows another one (overlapping).
+        self.blank += len(_NEWLINE_PAIR.findall(b)) + (
+            1 if self.last == b"\n" and b[:1] == b"\n" else 0
+        )
         self.last = b[-1:]
 
     def totals(self) -> tuple[int, int]:

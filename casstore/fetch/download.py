@@ -211,13 +211,14 @@ def download(
                         _check_range(resp, body.received, shown)
                         resumes += 1
                     elif status == 200:
-                        if body is not None and body.received:
-                            body.restart()  # range ignored, or the resource changed
                         info = ResponseInfo.of(url, resp)
                         total = info.content_length
                         _check_size(info, max_size, objects, shown)
-                        if body is None:
-                            body = _Body(objects, bool(info.content_md5), progress)
+                        if body is not None:
+                            # Range ignored, or the resource changed: start over, and let
+                            # this response decide (Content-MD5 or not) what to compute.
+                            body.writer.abort()
+                        body = _Body(objects, bool(info.content_md5), progress)
                         resume_with = info.etag or info.last_modified
                         if on_total is not None:
                             on_total(total)
@@ -232,12 +233,19 @@ def download(
                             status=status,
                         )
                     assert body is not None
-                    for chunk in resp.iter_raw(opts.chunk_size):
-                        body.feed(chunk)
-                        if max_size is not None and body.received > max_size:
-                            raise FetchError(
-                                f"{shown}: body exceeds --max-size ({max_size} bytes)", url=shown
-                            )
+                    try:
+                        for chunk in resp.iter_raw(opts.chunk_size):
+                            body.feed(chunk)
+                            if max_size is not None and body.received > max_size:
+                                raise FetchError(
+                                    f"{shown}: body exceeds --max-size ({max_size} bytes)",
+                                    url=shown,
+                                )
+                    except IntegrityError as exc:  # the format checker, while streaming
+                        raise IntegrityError(
+                            f"{shown}: stream check failed: {exc}; nothing stored",
+                            what="stream",
+                        ) from exc
                 break
             except httpx.TooManyRedirects as exc:
                 raise FetchError(
@@ -254,8 +262,9 @@ def download(
                 retries += 1
             except httpx.HTTPError as exc:
                 if not is_retryable_error(exc) or retries >= opts.retries:
-                    kind = type(exc).__name__
-                    raise FetchError(f"{shown}: {kind} after {retries} retries", url=shown) from exc
+                    raise FetchError(
+                        f"{shown}: {_describe(exc)} (after {retries} retries)", url=shown
+                    ) from exc
                 if body is not None and body.received and resume_with is None:
                     body.restart()  # no strong validator: resuming could splice two versions
                 sleep(backoff_delay(retries, opts.backoff))
@@ -390,3 +399,12 @@ def _finish(
         retries=retries,
         resumes=resumes,
     )
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """A network error in words; httpx's messages name no URL, so nothing secret leaks."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the server broke off the response: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

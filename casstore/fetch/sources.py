@@ -9,11 +9,12 @@ atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,21 +47,32 @@ def check_url(url: str) -> str:
 
 
 def slug_for(url: str) -> str:
-    """A default source id from the URL's file name: ``…/systems.json.gz`` -> ``systems``."""
-    name = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    """A default source id from the URL's file name: ``…/systems.json.gz`` -> ``systems``.
+
+    Always a valid source id: percent-encoding is decoded, other characters become ``-``,
+    and a long name is cut to 80 characters plus a short hash of the whole.
+    """
+    name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
     for ext in (".gz", ".bz2", ".xz", ".zst", ".zip"):
         if name.endswith(ext):
             name = name[: -len(ext)]
     for ext in (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt"):
         if name.endswith(ext):
             name = name[: -len(ext)]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    slug = re.sub(r"\.{2,}", ".", slug).strip("-.")
+    if len(slug) > 80:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        slug = f"{slug[:80].rstrip('-.')}-{digest}"
     slug = re.sub(r"\.lock$", "-lock", slug)
-    return slug or (urlsplit(url).hostname or "source").replace(":", "-")
+    if not slug:
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "-", urlsplit(url).hostname or "source").strip("-.")
+    return slug or "source"
 
 
 def _toml_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)  # JSON strings are valid TOML basic strings
+    # JSON strings are TOML basic strings, except that TOML also forbids a raw DEL.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _render(sources: dict[str, Source]) -> str:
@@ -121,7 +133,9 @@ class SourceRegistry:
             if source.id in current and not replace:
                 raise UsageError(f"source {source.id!r} exists (url {current[source.id].url})")
             current[source.id] = source
-            lock.write(_render(current).encode())
+            text = _render(current)
+            tomllib.loads(text)  # never write a file that would not read back
+            lock.write(text.encode())
             lock.commit()
         return source
 
