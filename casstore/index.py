@@ -22,7 +22,7 @@ from typing import Any
 from casstore.errors import StoreFormatError
 from casstore.records import iso_utc
 
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"  # 2: the recipes table
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS edges (
     PRIMARY KEY (child, parent, record_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS edges_parent ON edges (parent, child);
+CREATE TABLE IF NOT EXISTS recipes (
+    key TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    PRIMARY KEY (key, record_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS refs (
     name TEXT PRIMARY KEY,
     object_id TEXT NOT NULL
@@ -168,6 +174,12 @@ class Index:
             "INSERT OR IGNORE INTO edges (child, parent, record_id) VALUES (?,?,?)",
             [(record.object, p, rid) for p in record.parents],
         )
+        key = getattr(record, "recipe", None) or getattr(record, "action", None)
+        if key is not None:
+            db.execute(
+                "INSERT OR IGNORE INTO recipes (key, object_id, record_id) VALUES (?,?,?)",
+                (key, record.object, rid),
+            )
 
     def set_ref(self, name: str, object_id: str | None) -> None:
         """Mirror a ref move (``None`` removes it)."""
@@ -192,7 +204,7 @@ class Index:
         """
         with self.transaction() as db:
             objects, records, refs = scan()
-            for table in ("objects", "records", "edges", "refs"):
+            for table in ("objects", "records", "edges", "refs", "recipes"):
                 db.execute(f"DELETE FROM {table}")
             # Writers still alive re-index their own files; dead ones are covered by the scan.
             db.execute("DELETE FROM meta WHERE key LIKE 'pending:%'")
@@ -219,6 +231,13 @@ class Index:
         out = [ObjectRow(*row) for row in rows]
         out.sort(key=lambda r: (r.created or "", r.id))
         return out
+
+    def by_recipe(self, key: str) -> list[tuple[str, str]]:
+        """``(object_id, record_id)`` pairs made by a sample recipe or a run action."""
+        rows = self.db.execute(
+            "SELECT object_id, record_id FROM recipes WHERE key=? ORDER BY record_id", (key,)
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def children(self, object_id: str) -> list[str]:
         """Objects that name ``object_id`` as a parent."""

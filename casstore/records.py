@@ -163,9 +163,54 @@ class DownloadRecord(RecordBase):
         return iso_utc(value)
 
 
-Record = Annotated[ImportRecord | DeriveRecord | DownloadRecord, Field(discriminator="type")]
-RECORD_TYPES = ("import", "derive", "download")
-_ADAPTER: TypeAdapter[ImportRecord | DeriveRecord | DownloadRecord] = TypeAdapter(Record)
+class SampleRecord(RecordBase):
+    """A sample cut from one parent object by a reproducible recipe.
+
+    ``recipe`` is the SHA-256 of the canonical JSON of (parent, regime, n, seed, stride,
+    offset, sampler version): asking for the same recipe again returns this object without
+    reading the parent. The bytes can always be remade from the parent and the recipe.
+    """
+
+    type: Literal["sample"] = "sample"
+    regime: Literal["head", "random", "systematic"]
+    n_requested: int | None = None
+    n_taken: int
+    seed: int | None = None
+    offset: int | None = None
+    stride: int | None = None
+    input_format: str
+    output_format: str
+    sampler_version: str
+    recipe: HexId
+    reproducible: bool = True
+
+
+class RunRecord(RecordBase):
+    """An output of a command run by ``cas run`` on stored inputs.
+
+    ``action`` is the SHA-256 of the canonical JSON of (command, input ids, transform,
+    params, named environment values): the same action again restores the outputs
+    instead of running the command.
+    """
+
+    type: Literal["run"] = "run"
+    command: tuple[str, ...]
+    inputs: dict[str, HexId] = Field(default_factory=dict)  # name or path -> object id
+    output: str  # the declared output path, as given
+    exit_code: int
+    duration_ms: int
+    cwd: str | None = None
+    git_commit: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    transform: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    action: HexId
+
+
+AnyRecord = ImportRecord | DeriveRecord | DownloadRecord | SampleRecord | RunRecord
+Record = Annotated[AnyRecord, Field(discriminator="type")]
+RECORD_TYPES = ("import", "derive", "download", "sample", "run")
+_ADAPTER: TypeAdapter[AnyRecord] = TypeAdapter(Record)
 
 
 def canonical_bytes(record: RecordBase) -> bytes:
