@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from casstore.errors import StoreFormatError
-from casstore.records import iso_utc
+from casstore.records import iso_utc, summary
 
-INDEX_VERSION = "2"  # 2: the recipes table
+INDEX_VERSION = "3"  # 2: the recipes table; 3: records.fact
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS records (
     created TEXT NOT NULL,
     source_id TEXT,
     dataset TEXT,
-    transform TEXT
+    transform TEXT,
+    fact TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_object ON records (object_id, created);
 CREATE INDEX IF NOT EXISTS records_source ON records (source_id, created);
@@ -86,11 +87,26 @@ class Index:
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self._drop_if_old()
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreFormatError(
                 f"index {path} is damaged ({exc}); run 'cas index rebuild'"
             ) from exc
+
+    def _drop_if_old(self) -> None:
+        """An index built by another version is dropped whole; the next open rebuilds it."""
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='built'").fetchone()
+        except sqlite3.OperationalError:
+            return  # no meta table yet: a new index
+        if row is None or row[0] == INDEX_VERSION:
+            return
+        with self.transaction() as db:
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'"
+            ).fetchall():
+                db.execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def close(self) -> None:
         """Close the connection."""
@@ -159,7 +175,7 @@ class Index:
         """Insert a record row and its lineage edges."""
         db.execute(
             "INSERT OR IGNORE INTO records (id, object_id, type, created, source_id, dataset,"
-            " transform) VALUES (?,?,?,?,?,?,?)",
+            " transform, fact) VALUES (?,?,?,?,?,?,?,?)",
             (
                 rid,
                 record.object,
@@ -168,6 +184,7 @@ class Index:
                 record.source_id,
                 record.dataset,
                 getattr(record, "transform", None),
+                summary(record),
             ),
         )
         db.executemany(

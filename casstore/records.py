@@ -328,3 +328,39 @@ def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:
             continue
     out.sort(key=lambda pair: (pair[1].created, pair[0]))
     return out
+
+
+def summary(record: Any) -> str:
+    """The one fact that matters about a record, for lineage listings.
+
+    Downloads: URL and validator; derivations and runs: transform (or command) and
+    parameters; samples: the regime; imports: the original path.
+    """
+    kind = record.type
+    if kind == "download":
+        tag = record.etag or record.weak_etag
+        return (
+            f"{record.url}"
+            + (f" etag {tag}" if tag else "")
+            + (f" modified {record.last_modified}" if record.last_modified and not tag else "")
+        )
+    if kind == "sample":
+        bits = [f"{record.regime}", f"n={record.n_taken}"]
+        if record.seed is not None and record.regime == "random":
+            bits.append(f"seed={record.seed}")
+        if record.stride is not None:
+            bits.append(f"every={record.stride}")
+        if record.offset:
+            bits.append(f"offset={record.offset}")
+        return " ".join(bits)
+    params = " ".join(f"{k}={v}" for k, v in sorted(getattr(record, "params", {}).items()))
+    if kind == "run":
+        command = " ".join(record.command)
+        return (
+            (f"{record.transform}: " if record.transform else "")
+            + command
+            + (f" [{params}]" if params else "")
+        )
+    if kind == "derive":
+        return " ".join(x for x in (record.transform or "derived", params) if x)
+    return record.path or "-"

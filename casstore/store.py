@@ -45,6 +45,7 @@ from casstore.refs import ANY, ReflogEntry, RefStore, RefUpdate, check_ref_name,
 if TYPE_CHECKING:
     from casstore.fetch import FetchResult
     from casstore.fetch.sources import SourceRegistry
+    from casstore.lineage import Lineage, StaleItem
 
 STORE_DIRNAME = ".casstore"
 # Where a bare name is looked up, in order, when it is not a full ref name.
@@ -296,6 +297,33 @@ class Store:
             last_download=last.model_dump(mode="json", exclude_none=True) if last else None,
             versions=len(moves),
         )
+
+    # ---- lineage ---------------------------------------------------------------------
+    def log(self, spec: str, *, children: bool = False, depth: int | None = None) -> Lineage:
+        """The lineage of an object: its ancestors back to the roots, or (``children``)
+        everything derived from it, transitively."""
+        from casstore.lineage import lineage
+
+        oid = self.resolve(spec)
+        return lineage(
+            self.index,
+            oid,
+            direction="descendants" if children else "ancestors",
+            depth=depth,
+            refs=self.refs_by_object(),
+        )
+
+    def why(self, spec: str, ancestor: str) -> list[list[str]]:
+        """Every path by which object ``spec`` depends on ``ancestor`` (empty: it does not)."""
+        from casstore.lineage import paths
+
+        return paths(self.index, self.resolve(spec), self.resolve(ancestor))
+
+    def stale(self) -> list[StaleItem]:
+        """Derived objects built from a version of a source that its ref has moved past."""
+        from casstore.lineage import stale
+
+        return stale(self.index, self.refs.items("sources/"))
 
     def describe(self) -> StoreInfo:
         """The store's location and settings."""
