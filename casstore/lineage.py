@@ -162,8 +162,8 @@ def stale(index: Index, source_refs: dict[str, str]) -> list[StaleItem]:
     """Objects derived from an old version of a source whose ref has since moved.
 
     ``source_refs`` maps ``sources/<id>`` to its current object. A version of a source is
-    any object with a record for that source id; everything descending from an old
-    version, and not also from the current one, needs recomputing.
+    any object with a download or import record for that source id; everything descending
+    from an old version needs recomputing (also when it has current inputs as well).
     """
     db = index.db
     out: list[StaleItem] = []
@@ -177,12 +177,11 @@ def stale(index: Index, source_refs: dict[str, str]) -> list[StaleItem]:
                 (sid,),
             )
         ]
-        fresh = set(_walk(db, current, "descendants", None))
         for old in versions:
             if old == current:
                 continue
             for oid in sorted(_walk(db, old, "descendants", None)):
-                if oid != old and oid not in fresh:
+                if oid != old:
                     out.append(StaleItem(object=oid, ref=ref, built_from=old, current=current))
     return _dedupe(out)
 
