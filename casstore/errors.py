@@ -20,6 +20,7 @@ Where a built-in base fits, it is added too, so ``except KeyError`` keeps workin
     ├── LockError                         .path .holder
     ├── InputError(OSError)               a file to import cannot be read
     ├── SourceNotFound(KeyError)          no registered source by that id
+    ├── CommandFailed                     cas run: the command exited non-zero (.exit_code)
     └── FetchError                        .url (redacted) .status
         └── IntegrityError is raised, not FetchError, when received bytes fail a check
 """
@@ -131,3 +132,15 @@ class FetchError(CasError):
         super().__init__(message)
         self.url = url
         self.status = status
+
+
+class CommandFailed(CasError):
+    """``cas run``: the command exited non-zero and nothing was stored.
+
+    ``exit_code`` is the command's own, so ``cas run`` exits as the command did.
+    """
+
+    def __init__(self, code: int, command: list[str]) -> None:
+        shown = " ".join(command)
+        super().__init__(f"command failed with exit code {code}: {shown}; nothing stored")
+        self.exit_code = code if 0 < code < 256 else 1

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from casstore.fetch import FetchResult
     from casstore.fetch.sources import SourceRegistry
     from casstore.lineage import Lineage, StaleItem
+    from casstore.run import Derivation, RunResult
 
 STORE_DIRNAME = ".casstore"
 # Where a bare name is looked up, in order, when it is not a full ref name.
@@ -297,6 +298,36 @@ class Store:
             last_download=last.model_dump(mode="json", exclude_none=True) if last else None,
             versions=len(moves),
         )
+
+    # ---- deriving ---------------------------------------------------------------------
+    def derive(
+        self,
+        inputs: list[str],
+        transform: str,
+        params: dict[str, Any] | None = None,
+        *,
+        ref: str | None = None,
+    ) -> contextlib.AbstractContextManager[Derivation]:
+        """A context manager for pipeline code that makes a file from stored inputs::
+
+            with store.derive(inputs=["sources/systems"], transform="normalize",
+                              params={"units": "ly"}) as out:
+                with out.open() as f:
+                    f.write(...)
+            print(out.result.id)
+
+        The file is stored with a ``derive`` record only when the block succeeds; an
+        exception inside leaves nothing behind and propagates.
+        """
+        from casstore.run import derive
+
+        return derive(self, inputs, transform, params, ref=ref)
+
+    def run(self, command: list[str], **kwargs: Any) -> RunResult:
+        """Run a command on stored inputs: see :func:`casstore.run.run_command`."""
+        from casstore.run import run_command
+
+        return run_command(self, command, **kwargs)
 
     # ---- lineage ---------------------------------------------------------------------
     def log(self, spec: str, *, children: bool = False, depth: int | None = None) -> Lineage:
