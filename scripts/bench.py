@@ -164,6 +164,10 @@ def bench_add(work: Path, size: int, runs: int) -> None:
                 "-sha256",
                 str(src),
             ],
+            # cas makes its writes durable before it answers; this is the like-for-like pair
+            other_label + " && sync": lambda src=src, other=other: (
+                f"openssl dgst -sha256 {src} && " + other.format(f=src, d=dest) + " && sync"
+            ),
         }
         if shutil.which("dvc"):
             contenders["dvc add"] = lambda src=src: (
@@ -290,6 +294,9 @@ def bench_fetch(work: Path, size: int, runs: int) -> None:
                 f"curl -s -o {out} {url} && openssl dgst -sha256 {out}"
             ),
             "curl -o (no hash)": lambda: ["curl", "-s", "-o", str(out), url],
+            "curl -o && openssl && sync": lambda: (
+                f"curl -s -o {out} {url} && openssl dgst -sha256 {out} && sync"
+            ),
         }
         compare(f"fetch {size >> 20} MiB from nginx on 127.0.0.1", contenders, runs, reset, size)
 
