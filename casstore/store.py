@@ -8,9 +8,11 @@ refs. It never prints, exits or reads the environment; the CLI does that.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -54,6 +56,8 @@ REF_SEARCH = ("tags/", "sources/", "samples/", "")
 # A batch of adds ends (barrier, index commit) after this many files or bytes.
 _BATCH_FILES = 4096
 _BATCH_BYTES = 256 * 1024 * 1024
+_ADD_THREADS = 4  # inputs stored at once by add_many
+_ADD_WINDOW = 64  # results waiting to be yielded, in order
 
 Source = str | os.PathLike[str] | BinaryIO
 ProgressFn = Callable[[int], None]
@@ -449,11 +453,10 @@ class Store:
             batch_bytes = 0
             token = self.index.begin_pending()
             try:
-                for src in sources:
-                    result, stored, record = self._add_one(src, common, bool(parent_ids), progress)
-                    batch.append((result, stored, record))
-                    batch_bytes += stored.size
-                    last = result
+                for item in self._store_all(sources, common, bool(parent_ids), progress, batch):
+                    batch.append(item)
+                    batch_bytes += item[1].size
+                    last = item[0]
                     if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
                         self._index_batch(batch)
                         done, batch, batch_bytes = batch, [], 0
@@ -465,6 +468,36 @@ class Store:
             yield from (r for r, _, _ in batch)
             if ref is not None and last is not None:
                 self._move_ref(ref, last.id, message="add")
+
+    def _store_all(
+        self,
+        sources: Iterable[Source],
+        common: dict[str, Any],
+        derived: bool,
+        progress: ProgressFn | None,
+        batch: list[tuple[AddResult, StoredObject, RecordBase]],
+    ) -> Iterator[tuple[AddResult, StoredObject, RecordBase]]:
+        """Store every input, several at once, yielding results in input order.
+
+        Small files cost mostly filesystem calls (create, rename, mkdir), which release the
+        GIL: a few threads overlap them. On an error, inputs already in flight are finished
+        and appended to ``batch`` (so they get indexed) before the error propagates.
+        """
+        window: collections.deque[Future[tuple[AddResult, StoredObject, RecordBase]]]
+        window = collections.deque()
+        with ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add") as pool:
+            try:
+                for src in sources:
+                    window.append(pool.submit(self._add_one, src, common, derived, progress))
+                    if len(window) >= _ADD_WINDOW:
+                        yield window.popleft().result()
+                while window:
+                    yield window.popleft().result()
+            except BaseException:
+                for job in window:
+                    with contextlib.suppress(BaseException):
+                        batch.append(job.result())
+                raise
 
     def _add_one(
         self, src: Source, common: dict[str, Any], derived: bool, progress: ProgressFn | None
