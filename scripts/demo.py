@@ -28,11 +28,27 @@ OUT = ROOT / "demo-out"
 CAS = str(Path(sys.executable).parent / "cas")
 
 
+TO_CSV = """\
+import csv, json, sys
+
+with open(sys.argv[1]) as src, open(sys.argv[2], "w", newline="") as dst:
+    out = csv.writer(dst)
+    out.writerow(["id64", "name", "population"])
+    for line in src:
+        r = json.loads(line)
+        out.writerow([r["id64"], r["name"], r["population"]])
+"""
+
+
 def cas(*args: str, stdin: bytes | None = None, show: int = 12) -> str:
     """Run ``cas`` on the demo store, print the command and (the head of) its output."""
     print(f"\n$ cas {' '.join(args)}", flush=True)
     proc = subprocess.run(
-        [CAS, "--store", str(OUT), *args], input=stdin, capture_output=True, check=False
+        [CAS, "--store", str(OUT), *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        cwd=ROOT,
     )
     out = proc.stdout.decode(errors="replace")
     lines = out.splitlines()
@@ -111,6 +127,28 @@ def main() -> None:
         )
         cas("show", "samples/systems/head-100")
         cas("cat", "samples/systems/head-100", show=2)
+        print("\n# a processing step with full provenance; the second time it is a memo hit")
+        (OUT / "to_csv.py").write_text(TO_CSV)
+        run = [
+            "run",
+            "--input",
+            "sample=samples/systems/head-100",
+            "--output",
+            "demo-out/systems.csv",
+            "--transform",
+            "to-csv",
+            "--",
+            "python3",
+            "demo-out/to_csv.py",
+            "{sample}",
+            "demo-out/systems.csv",
+        ]
+        cas(*run)
+        csv_id = cas(*run).split()[-2]
+        print("\n# the chain of custody of the CSV, back to the download")
+        cas("log", csv_id, "--graph")
+        print("\n# what the new download made stale (built from yesterday's version)")
+        cas("stale")
         cas("ls")
     finally:
         server.shutdown()
