@@ -1,5 +1,21 @@
 """Imports every command module so that each registers its commands on the group."""
 
-from casstore.cli import fetch_cmds, index_cmds, lineage_cmds, ref_cmds, run_cmds, store_cmds
+from casstore.cli import (
+    fetch_cmds,
+    index_cmds,
+    lineage_cmds,
+    ref_cmds,
+    run_cmds,
+    store_cmds,
+    verify_cmds,
+)
 
-__all__ = ["fetch_cmds", "index_cmds", "lineage_cmds", "ref_cmds", "run_cmds", "store_cmds"]
+__all__ = [
+    "fetch_cmds",
+    "index_cmds",
+    "lineage_cmds",
+    "ref_cmds",
+    "run_cmds",
+    "store_cmds",
+    "verify_cmds",
+]
