@@ -28,6 +28,19 @@ class LocksConfig(BaseModel):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class GcConfig(BaseModel):
+    """gc defaults; flags override them. Durations read like 0, 30m, 1h, 90d."""
+
+    model_config = ConfigDict(extra="forbid")
+    grace: str = "1h"
+    reflog_expire: str = "90d"
+    keep_samples: int | None = Field(default=None, ge=0)
+    samples_older_than: str | None = None
+    keep_last: int | None = Field(default=None, ge=1)
+    keep_daily: int | None = Field(default=None, ge=1)
+    keep_weekly: int | None = Field(default=None, ge=1)
+
+
 class StoreSection(BaseModel):
     """The store's own identity."""
 
@@ -42,6 +55,7 @@ class StoreConfig(BaseModel):
     store: StoreSection = Field(default_factory=StoreSection)
     objects: ObjectsConfig = Field(default_factory=ObjectsConfig)
     locks: LocksConfig = Field(default_factory=LocksConfig)
+    gc: GcConfig = Field(default_factory=GcConfig)
 
 
 def default_toml(compression: str = "auto") -> str:
@@ -61,6 +75,16 @@ zstd_level = 3
 [locks]
 # seconds to wait for a ref or store lock before giving up
 timeout = 30
+
+[gc]
+# what gc keeps; cas gc flags override these
+grace = "1h"            # anything written this recently is never collected
+reflog_expire = "90d"   # reflog entries (and what they point to) kept this long
+# keep_samples = 5      # per source, the newest N sample refs
+# samples_older_than = "30d"
+# keep_last = 7         # versions of each source kept in its history
+# keep_daily = 7
+# keep_weekly = 4
 """
 
 

@@ -2,6 +2,7 @@
 
 from casstore.cli import (
     fetch_cmds,
+    gc_cmds,
     index_cmds,
     lineage_cmds,
     ref_cmds,
@@ -12,6 +13,7 @@ from casstore.cli import (
 
 __all__ = [
     "fetch_cmds",
+    "gc_cmds",
     "index_cmds",
     "lineage_cmds",
     "ref_cmds",
