@@ -144,3 +144,26 @@ class CommandFailed(CasError):
         shown = " ".join(command)
         super().__init__(f"command failed with exit code {code}: {shown}; nothing stored")
         self.exit_code = code if 0 < code < 256 else 1
+
+
+# ---- sampling (casstore.sample) -------------------------------------------------------
+# In the tree above: IntegrityError ▸ SampleFormatError (.record .offset .format), and
+# UnsupportedFormat directly under CasError.
+
+
+class SampleFormatError(IntegrityError):
+    """Input to ``cas sample`` that is malformed: a bad record, an unterminated array.
+
+    ``record`` is the 1-based number of the record where the problem is (or that was
+    expected next), ``offset`` the byte offset of the problem in the decompressed data.
+    """
+
+    def __init__(self, message: str, *, record: int, offset: int, format: str = "") -> None:
+        super().__init__(message, what="sample-input")
+        self.record = record
+        self.offset = offset
+        self.format = format
+
+
+class UnsupportedFormat(CasError):
+    """Data that cannot be sampled: binary content, or a container such as zip or parquet."""

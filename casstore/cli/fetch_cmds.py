@@ -100,6 +100,13 @@ def _print_result(result: Any) -> None:
     help="Only ask whether it changed (exit 0 unchanged, "
     f"{EXIT_CHANGED} changed, {EXIT_UNKNOWN} unknown).",
 )
+@click.option(
+    "--restore",
+    "restore",
+    is_flag=True,
+    help="OBJ arguments: bring back pruned or quarantined downloads whose URL still serves"
+    " the same SHA-256.",
+)
 @click.option("--max-size", metavar="SIZE", help="Refuse bodies bigger than this (e.g. 20G).")
 @click.option(
     "--retries",
@@ -129,6 +136,7 @@ def fetch(
     jobs: int,
     input_file: Any,
     check: bool,
+    restore: bool,
     max_size: str | None,
     retries: int,
     timeout: float,
@@ -141,6 +149,9 @@ def fetch(
     'content-unchanged <id>' (new bytes, same decompressed content).
     """
     store = app.store()
+    if restore:
+        _restore(store, targets, as_json)
+        return
     names = list(targets)
     if input_file is not None:
         names += [ln.strip() for ln in input_file if ln.strip() and not ln.lstrip().startswith("#")]
@@ -185,6 +196,24 @@ def fetch(
         for result in results:
             _print_result(result)
     if any(hasattr(r, "error") for r in results):
+        sys.exit(1)
+
+
+def _restore(store: Any, targets: tuple[str, ...], as_json: bool) -> None:
+    from casstore.verify import refetch
+
+    if not targets:
+        raise click.UsageError("--restore takes the ids of the objects to bring back")
+    results = {}
+    for spec in targets:
+        oid = store.resolve(spec)
+        results[oid] = refetch(store, oid)
+    if as_json:
+        emit_json(results)
+    else:
+        for oid, ok in results.items():
+            click.echo(f"{'restored' if ok else 'not restored'} {oid}")
+    if not all(results.values()):
         sys.exit(1)
 
 
