@@ -442,7 +442,13 @@ def refetch(store: Store, object_id: str) -> bool:
     for url in dict.fromkeys(urls):
         try:
             with make_client(opts) as http:
-                download(http, url, store.objects, opts=opts, expected_sha256=object_id)
+                got = download(http, url, store.objects, opts=opts, expected_sha256=object_id)
+            stored = got.stored
+            if stored is None:
+                continue
+            idx = store.index
+            with idx.transaction() as db:
+                idx.put_object(db, stored.id, stored.size, stored.stored_size, stored.compression)
             pruned = meta_dir(store.objects.dir, object_id)
             pruned.with_name(pruned.name.removesuffix(".meta") + PRUNED_SUFFIX).unlink(
                 missing_ok=True
