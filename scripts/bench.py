@@ -13,6 +13,8 @@ Groups:
          a 1 GiB compressible JSON-lines file against `openssl dgst -sha256 && zstd -3`
          (and `dvc add`, `git annex add` when installed)
   small  `cas add` of a directory of 20,000 files of 1-8 KiB against `git add` (and `dvc add`)
+  verify `cas verify` (SHA-256, and --fast with BLAKE3) of 2 GiB of stored objects against
+         `sha256sum` and `openssl dgst -sha256` over the same files
   fetch  `cas fetch` of a 1 GiB file from nginx on 127.0.0.1 against
          `curl -s -o FILE URL && openssl dgst -sha256 FILE` and plain curl; the re-fetch of
          the unchanged file (a 304); `cas fetch --all -j 8` over 50 small sources against
@@ -341,10 +343,39 @@ def bench_fetch(work: Path, size: int, runs: int) -> None:
         server.stop()
 
 
+def bench_verify(work: Path, size: int, runs: int) -> None:
+    """``cas verify`` of ``2 * size`` bytes of stored objects against sha256sum and openssl."""
+    store = work / "vstore"
+    if not (store / ".casstore").exists():
+        subprocess.run([CAS, "init", str(store)], check=True, stdout=subprocess.DEVNULL)
+        parts = 8
+        for i in range(parts):
+            part = work / f"vpart{i}"
+            make_random(part, 2 * size // parts)
+            run([CAS, "--store", str(store), "add", str(part)])
+            part.unlink()
+    files = sorted(str(p) for p in (store / ".casstore" / "objects").glob("??/*") if p.is_file())
+    total = sum(os.path.getsize(f) for f in files)
+    os.sync()
+    for f in files:
+        warm(Path(f))
+
+    def reset() -> None:
+        pass
+
+    contenders: dict[str, Callable[[], list[str] | str]] = {
+        "cas verify": lambda: [CAS, "--store", str(store), "verify"],
+        "cas verify --fast (BLAKE3)": lambda: [CAS, "--store", str(store), "verify", "--fast"],
+        "sha256sum (coreutils)": lambda: ["sha256sum", *files],
+        "openssl dgst -sha256": lambda: ["openssl", "dgst", "-sha256", *files],
+    }
+    compare(f"verify {total >> 20} MiB of stored objects", contenders, runs, reset, total)
+
+
 def main() -> None:
     """Parse arguments and run the chosen groups."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("groups", nargs="*", default=["help", "add", "small", "fetch"])
+    ap.add_argument("groups", nargs="*", default=["help", "add", "small", "fetch", "verify"])
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big files")
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per contender")
     ap.add_argument("--work", help="scratch directory (default: a temp dir, removed after)")
@@ -364,6 +395,8 @@ def main() -> None:
             bench_small(work, args.runs)
         if "fetch" in args.groups:
             bench_fetch(work, args.size_mib << 20, args.runs)
+        if "verify" in args.groups:
+            bench_verify(work, args.size_mib << 20, args.runs)
     finally:
         if work_ctx:
             work_ctx.cleanup()
