@@ -89,6 +89,13 @@ class GcReport(BaseModel):
     stray_tmp: list[str]
 
 
+class PinState(BaseModel):
+    """An object and whether it is now pinned."""
+
+    object: str
+    pinned: bool
+
+
 class Explanation(BaseModel):
     """Why gc keeps (or would remove) an object."""
 

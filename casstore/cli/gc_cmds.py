@@ -112,21 +112,29 @@ def gc(
     )
 
 
+def _pin(app: AppContext, obj: str, on: bool, as_json: bool) -> None:
+    from casstore.gc import PinState, pin
+
+    state = PinState(object=pin(app.store(), obj, on=on), pinned=on)
+    if as_json:
+        emit_json(state)
+    else:
+        click.echo(f"{'pinned' if on else 'unpinned'} {state.object}")
+
+
 @cli.command()
 @click.argument("obj")
+@json_option
 @pass_app
-def pin(app: AppContext, obj: str) -> None:
+def pin(app: AppContext, obj: str, as_json: bool) -> None:
     """Keep OBJ (and everything it was made from) through every gc."""
-    from casstore.gc import pin as set_pin
-
-    click.echo(f"pinned {set_pin(app.store(), obj)}")
+    _pin(app, obj, True, as_json)
 
 
 @cli.command()
 @click.argument("obj")
+@json_option
 @pass_app
-def unpin(app: AppContext, obj: str) -> None:
+def unpin(app: AppContext, obj: str, as_json: bool) -> None:
     """Undo 'cas pin OBJ'."""
-    from casstore.gc import pin as set_pin
-
-    click.echo(f"unpinned {set_pin(app.store(), obj, on=False)}")
+    _pin(app, obj, False, as_json)
