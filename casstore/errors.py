@@ -22,7 +22,9 @@ Where a built-in base fits, it is added too, so ``except KeyError`` keeps workin
     ├── SourceNotFound(KeyError)          no registered source by that id
     ├── CommandFailed                     cas run: the command exited non-zero (.exit_code)
     └── FetchError                        .url (redacted) .status
-        └── IntegrityError is raised, not FetchError, when received bytes fail a check
+
+    A download whose bytes fail a check raises IntegrityError (``what`` names the tier),
+    not FetchError.
 """
 
 from __future__ import annotations

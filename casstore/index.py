@@ -142,19 +142,8 @@ class Index:
 
     def has_dead_writers(self) -> bool:
         """True when a writer died between writing files and indexing them."""
-        host = socket.gethostname()
-        for key, value in self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'pending:%'"):
-            _, whost, pid, _ = key.split(":", 3)
-            if whost == host:
-                try:
-                    os.kill(int(pid), 0)
-                except ProcessLookupError:
-                    return True
-                except (PermissionError, ValueError):
-                    continue
-            elif time.time() - float(value) > 86400:
-                return True  # another host's writer, silent for a day
-        return False
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'pending:%'")
+        return any(_writer_dead(key, float(value)) for key, value in rows)
 
     def is_built(self) -> bool:
         """True once a full build has completed at least once."""
@@ -223,8 +212,11 @@ class Index:
             objects, records, refs = scan()
             for table in ("objects", "records", "edges", "refs", "recipes"):
                 db.execute(f"DELETE FROM {table}")
-            # Writers still alive re-index their own files; dead ones are covered by the scan.
-            db.execute("DELETE FROM meta WHERE key LIKE 'pending:%'")
+            # A dead writer's files are covered by the scan; a live writer keeps its token
+            # (it indexes its own files, and its death must still be noticed).
+            for (key,) in db.execute("SELECT key FROM meta WHERE key LIKE 'pending:%'").fetchall():
+                if _writer_dead(key, 0.0):
+                    db.execute("DELETE FROM meta WHERE key=?", (key,))
             for oid, size, stored, comp in objects:
                 self.put_object(db, oid, size, stored, comp)
             for rid, record in records:
@@ -269,3 +261,21 @@ class Index:
             t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("objects", "records", "edges", "refs")
         }
+
+
+def _writer_dead(token: str, since: float) -> bool:
+    """Whether the writer that left ``token`` (``pending:host:pid:rand``) is gone.
+
+    On this host: its pid no longer exists. Another host's writer counts as gone when its
+    token is a day old (``since`` is when it registered).
+    """
+    try:
+        _, host, pid, _ = token.split(":", 3)
+        if host != socket.gethostname():
+            return since > 0 and time.time() - since > 86400
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OSError):
+        return False
+    return False

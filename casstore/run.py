@@ -167,30 +167,31 @@ def run_command(
         target = Path(cwd, out)
         if not target.is_file():
             raise InputError(f"the command did not write its declared output {out}; nothing stored")
-    for out in outputs:
-        with open(Path(cwd, out), "rb") as f:
-            stored = store.objects.write(f, durable=True)
-        record = RunRecord(
-            object=stored.id,
-            size=stored.size,
-            blake3=stored.blake3,
-            parents=tuple(dict.fromkeys(input_ids.values())),
-            user=user,
-            host=host,
-            command=tuple(command),
-            inputs=input_ids,
-            output=out,
-            exit_code=0,
-            duration_ms=duration_ms,
-            cwd=cwd,
-            git_commit=commit,
-            env=env_values,
-            transform=transform,
-            params=params,
-            action=key,
-        )
-        rid = store.record_object(stored, record)
-        results.append(RunOutput(path=out, object=stored.id, record_id=rid))
+    with store.writing():  # a death in here is noticed: the index gets rebuilt
+        for out in outputs:
+            with open(Path(cwd, out), "rb") as f:
+                stored = store.objects.write(f, durable=True)
+            record = RunRecord(
+                object=stored.id,
+                size=stored.size,
+                blake3=stored.blake3,
+                parents=tuple(dict.fromkeys(input_ids.values())),
+                user=user,
+                host=host,
+                command=tuple(command),
+                inputs=input_ids,
+                output=out,
+                exit_code=0,
+                duration_ms=duration_ms,
+                cwd=cwd,
+                git_commit=commit,
+                env=env_values,
+                transform=transform,
+                params=params,
+                action=key,
+            )
+            rid = store.record_object(stored, record)
+            results.append(RunOutput(path=out, object=stored.id, record_id=rid))
     return RunResult(
         action=key, status="ran", exit_code=0, duration_ms=duration_ms, outputs=results
     )
@@ -268,20 +269,21 @@ def derive(
     handle = Derivation(Path(name))
     try:
         yield handle
-        with open(handle.path, "rb") as f:
-            stored = store.objects.write(f, durable=True)
-        user, host = whoami()
-        record = DeriveRecord(
-            object=stored.id,
-            size=stored.size,
-            blake3=stored.blake3,
-            parents=tuple(parent_ids),
-            user=user,
-            host=host,
-            transform=transform,
-            params=params_s,
-        )
-        rid = store.record_object(stored, record)
+        with store.writing():  # a death in here is noticed: the index gets rebuilt
+            with open(handle.path, "rb") as f:
+                stored = store.objects.write(f, durable=True)
+            user, host = whoami()
+            record = DeriveRecord(
+                object=stored.id,
+                size=stored.size,
+                blake3=stored.blake3,
+                parents=tuple(parent_ids),
+                user=user,
+                host=host,
+                transform=transform,
+                params=params_s,
+            )
+            rid = store.record_object(stored, record)
         if ref is not None:
             with store.lock.hold():
                 store._move_ref(ref, stored.id, message=f"derive {transform}")

@@ -39,6 +39,7 @@ from casstore.records import (
     RecordBase,
     load_records,
     record_names,
+    utcnow,
     valid_records,
     write_record,
 )
@@ -269,6 +270,17 @@ class Store:
 
         return SourceRegistry(self.root / "sources.toml", lock_timeout=self.config.locks.timeout)
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark a write in flight: if the process dies inside, the next open rebuilds the
+        index, so files written but not yet indexed are never missed."""
+        token = self.index.begin_pending()
+        try:
+            yield
+        finally:
+            with self.index.transaction() as db:
+                self.index.end_pending(db, token)
+
     def record_object(self, stored: StoredObject, record: RecordBase) -> str:
         """Write a record for a stored object (durably) and index both; return the record id."""
         rid, _ = write_record(self.objects.dir, self.tmp, record, durable=True)
@@ -488,7 +500,10 @@ class Store:
         with ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add") as pool:
             try:
                 for src in sources:
-                    window.append(pool.submit(self._add_one, src, common, derived, progress))
+                    # The time is taken here, in input order, so that records made in
+                    # parallel still sort as the inputs were given.
+                    stamp = {**common, "created": utcnow()}
+                    window.append(pool.submit(self._add_one, src, stamp, derived, progress))
                     if len(window) >= _ADD_WINDOW:
                         yield window.popleft().result()
                 while window:

@@ -271,6 +271,8 @@ http {{
 def bench_fetch(work: Path, size: int, runs: int) -> None:
     site = work / "site"
     site.mkdir(exist_ok=True)
+    for d in (work, site):  # nginx workers run as nobody: they must be able to read here
+        d.chmod(0o755)
     big = site / "big.bin"
     if not big.exists():
         make_random(big, size)

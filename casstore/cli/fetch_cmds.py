@@ -61,7 +61,12 @@ def _http_options(
 
 def _print_result(result: Any) -> None:
     if hasattr(result, "error"):
-        click.echo(f"cas: error: {result.target}: {result.error}", err=True)
+        shown = (
+            result.error
+            if result.error.startswith(result.target)
+            else (f"{result.target}: {result.error}")
+        )
+        click.echo(f"cas: error: {shown}", err=True)
         return
     where = f"sources/{result.source_id}"
     if result.status == "unchanged":
@@ -212,7 +217,7 @@ def _restore(store: Any, targets: tuple[str, ...], as_json: bool) -> None:
         emit_json(results)
     else:
         for oid, ok in results.items():
-            click.echo(f"{'restored' if ok else 'not restored'} {oid}")
+            click.echo(f"{'present' if ok else 'not restored'} {oid}")
     if not all(results.values()):
         sys.exit(1)
 

@@ -78,13 +78,15 @@ class ResponseInfo:
     content_md5: str | None = None
 
     @classmethod
-    def of(cls, url: str, response: httpx.Response) -> ResponseInfo:
+    def of(
+        cls, url: str, response: httpx.Response, redact: Callable[[str], str] = redact_url
+    ) -> ResponseInfo:
         h = response.headers
         strong, weak = split_etag(h.get("etag"))
         length = h.get("content-length")
         return cls(
-            url=redact_url(url),
-            final_url=redact_url(str(response.url)),
+            url=redact(url),
+            final_url=redact(str(response.url)),
             http_status=response.status_code,
             http_version=response.http_version,
             etag=strong,
@@ -169,6 +171,7 @@ def download(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int | None], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    redact: Callable[[str], str] = redact_url,
 ) -> DownloadResult:
     """Fetch ``url`` into ``objects``; see the module docstring for the rules.
 
@@ -177,7 +180,7 @@ def download(
         IntegrityError: the body failed a tier (content-length, content-md5, stream, sha256).
     """
     started = datetime.now(UTC)
-    shown = redact_url(url)
+    shown = redact(url)
     body: _Body | None = None
     info: ResponseInfo | None = None
     resume_with: str | None = None  # strong ETag, else Last-Modified
@@ -198,7 +201,7 @@ def download(
                     status = resp.status_code
                     if status == 304 and body is None and validators:
                         return DownloadResult(
-                            info=ResponseInfo.of(url, resp),
+                            info=ResponseInfo.of(url, resp, redact),
                             not_modified=True,
                             started=started,
                             finished=datetime.now(UTC),
@@ -211,7 +214,7 @@ def download(
                         _check_range(resp, body.received, shown)
                         resumes += 1
                     elif status == 200:
-                        info = ResponseInfo.of(url, resp)
+                        info = ResponseInfo.of(url, resp, redact)
                         total = info.content_length
                         _check_size(info, max_size, objects, shown)
                         if body is not None:

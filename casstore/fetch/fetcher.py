@@ -19,6 +19,7 @@ The order of a fetch:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -30,10 +31,10 @@ import httpx
 from pydantic import BaseModel
 
 from casstore import _fs
-from casstore.errors import CasError, SourceNotFound, UsageError
+from casstore.errors import CasError, FetchError, SourceNotFound, UsageError
 from casstore.fetch.download import DownloadResult, Validators, download
 from casstore.fetch.http import HttpOptions, make_client, split_etag
-from casstore.fetch.redact import REDACTED, redact_url, scrub
+from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
 from casstore.records import DownloadRecord
 from casstore.refs import check_ref_name, whoami
@@ -81,18 +82,31 @@ class CheckResult(BaseModel):
 class _Target:
     """A resolved fetch target: where to ask, under which source id, with which secrets."""
 
-    def __init__(self, url: str, source_id: str, dataset: str | None, headers: dict[str, str]):
+    def __init__(
+        self,
+        url: str,
+        source_id: str,
+        dataset: str | None,
+        headers: dict[str, str],
+        secret_params: tuple[str, ...] = (),
+    ):
         self.url = url
         self.source_id = source_id
         self.dataset = dataset
         self.headers = headers
+        # Query parameters filled from the environment are secrets whatever their name.
+        self.secret_params = DEFAULT_SECRET_PARAMS + secret_params
         self.secrets = [v for v in headers.values() if v]
         query = urlsplit(url).query
         self.secrets += [v for _, v in parse_qsl(query) if v]
 
     @property
     def shown(self) -> str:
-        return redact_url(self.url)
+        return self.redact(self.url)
+
+    def redact(self, url: str) -> str:
+        """A URL with this target's secrets taken out."""
+        return redact_url(url, self.secret_params)
 
 
 def resolve_target(
@@ -128,7 +142,8 @@ def resolve_target(
             if header not in extra:
                 extra[header] = _env(env, var, source)
         dataset = dataset or source.dataset
-    return _Target(url, sid, dataset, extra)
+    secret = tuple(source.params_env) if source is not None else ()
+    return _Target(url, sid, dataset, extra, secret)
 
 
 def _url_of_last_fetch(store: Store, source_id: str) -> str | None:
@@ -214,12 +229,19 @@ def fetch(
     if expected_sha256 is not None:
         expected_sha256 = expected_sha256.lower()
     ref = f"sources/{t.source_id}"
-    lock_path = store.root / "locks" / "fetch" / t.source_id.replace("/", "%2F")
+    flat = t.source_id.replace("/", "%2F")
+    if len(flat) > 200:  # too long for a file name: name the lock by a hash of the id
+        flat = "h-" + hashlib.sha256(t.source_id.encode()).hexdigest()
+    lock_path = store.root / "locks" / "fetch" / flat
     own = client is None
     http = client or make_client(HttpOptions(**{**opts.__dict__, "headers": {}}))
     begun = time.monotonic()
     try:
-        with store.lock.hold(), _fs.LockFile(lock_path, timeout=FETCH_LOCK_TIMEOUT):
+        with (
+            store.lock.hold(),
+            _fs.LockFile(lock_path, timeout=FETCH_LOCK_TIMEOUT),
+            store.writing(),
+        ):
             prev_oid = store.refs.get(ref)
             prev = previous_download(store, prev_oid, t.source_id)
             result = download(
@@ -232,6 +254,7 @@ def fetch(
                 max_size=max_size,
                 progress=progress,
                 on_total=on_total,
+                redact=t.redact,
             )
             return _conclude(store, t, ref, prev_oid, prev, result, time.monotonic() - begun)
     except CasError as exc:
@@ -272,7 +295,7 @@ def _conclude(
         )
     stored = result.stored
     assert stored is not None and result.content is not None
-    if stored.id == prev_oid:
+    if stored.id == prev_oid and prev is not None and prev.url == t.shown:
         store.refs.record_event(ref, "fetch-unchanged", message="same bytes", details=details)
         return FetchResult(
             source_id=t.source_id,
@@ -319,6 +342,26 @@ def _conclude(
         resumes=result.resumes,
     )
     rid = store.record_object(stored, record)
+    if stored.id == prev_oid:
+        # The same bytes from a new URL: the record above keeps that URL's validators for
+        # the next conditional GET; the ref does not move.
+        store.refs.record_event(
+            ref,
+            "fetch-unchanged",
+            message="same bytes, new URL",
+            details={**details, "record": rid},
+        )
+        return FetchResult(
+            source_id=t.source_id,
+            url=t.shown,
+            status="unchanged",
+            object=stored.id,
+            previous=prev_oid,
+            record_id=rid,
+            record=record.model_dump(mode="json", exclude_none=True),
+            size=stored.size,
+            seconds=seconds,
+        )
     same_content = (
         prev is not None
         and content.content_sha256 is not None
@@ -384,11 +427,13 @@ def check(
                 with http.stream("GET", t.url, headers=headers) as streamed:
                     resp = streamed  # headers only: the body is never read
         except httpx.HTTPError as exc:
-            raise CasError(f"{t.shown}: {type(exc).__name__}") from exc
+            raise FetchError(f"{t.shown}: {type(exc).__name__}", url=t.shown) from exc
     if resp.status_code == 304:
         return result("unchanged", "304 not modified")
     if resp.status_code >= 400:
-        raise CasError(f"{t.shown}: HTTP {resp.status_code}")
+        raise FetchError(
+            f"{t.shown}: HTTP {resp.status_code}", url=t.shown, status=resp.status_code
+        )
     strong, weak = split_etag(resp.headers.get("etag"))
     if validators.etag and strong:
         same = strong == validators.etag
