@@ -244,7 +244,9 @@ class Index:
     def by_recipe(self, key: str) -> list[tuple[str, str]]:
         """``(object_id, record_id)`` pairs made by a sample recipe or a run action."""
         rows = self.db.execute(
-            "SELECT object_id, record_id FROM recipes WHERE key=? ORDER BY record_id", (key,)
+            "SELECT p.object_id, p.record_id FROM recipes p JOIN records r ON r.id = p.record_id"
+            " WHERE p.key=? ORDER BY r.created DESC, p.record_id",
+            (key,),
         )
         return [(r[0], r[1]) for r in rows]
 

@@ -63,21 +63,27 @@ _WALK = {
 
 
 def _walk(db: sqlite3.Connection, start: str, direction: str, depth: int | None) -> dict[str, int]:
-    """``{object: shortest depth}`` of everything reachable from ``start``."""
+    """``{object: shortest depth}`` of everything reachable from ``start``.
+
+    Level by level with a visited set: content addressing makes loops ordinary (an
+    identity transform records X as made from X), so the walk must never revisit.
+    """
     near, far = _WALK[direction]
-    rows = db.execute(
-        f"""
-        WITH RECURSIVE walk(id, depth) AS (
-            SELECT :start, 0
-            UNION
-            SELECT e.{far}, w.depth + 1 FROM edges e JOIN walk w ON e.{near} = w.id
-            WHERE :depth IS NULL OR w.depth < :depth
-        )
-        SELECT id, min(depth) FROM walk GROUP BY id
-        """,
-        {"start": start, "depth": depth},
-    )
-    return {oid: d for oid, d in rows}
+    found = {start: 0}
+    frontier = [start]
+    d = 0
+    while frontier and (depth is None or d < depth):
+        d += 1
+        nxt = []
+        for i in range(0, len(frontier), 500):
+            chunk = frontier[i : i + 500]
+            q = f"SELECT DISTINCT {far} FROM edges WHERE {near} IN ({','.join('?' * len(chunk))})"
+            for (oid,) in db.execute(q, chunk):
+                if oid not in found:
+                    found[oid] = d
+                    nxt.append(oid)
+        frontier = nxt
+    return found
 
 
 def _nodes(db: sqlite3.Connection, found: dict[str, int], refs: dict[str, list[str]]) -> list[Node]:
@@ -154,6 +160,8 @@ def paths(
             out.append(path)
             continue
         for parent in sorted(parents.get(node, []), reverse=True):
+            if parent in path:
+                continue
             stack.append((parent, [*path, parent]))
     return out
 

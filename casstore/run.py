@@ -30,13 +30,13 @@ from pydantic import BaseModel
 
 from casstore.errors import CommandFailed, InputError, UsageError
 from casstore.records import DeriveRecord, RunRecord
-from casstore.refs import whoami
+from casstore.refs import check_ref_name, whoami
 
 if TYPE_CHECKING:
     from casstore.store import AddResult, Store
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class RunOutput(BaseModel):
@@ -55,6 +55,15 @@ class RunResult(BaseModel):
     exit_code: int
     duration_ms: int
     outputs: list[RunOutput]
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """Inode, mtime and size of a file (None when absent): did a command rewrite it?"""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def parse_inputs(specs: list[str]) -> list[tuple[str, str]]:
@@ -130,7 +139,8 @@ def run_command(
     """Run ``command`` on stored inputs and store its declared outputs (see module doc)."""
     if not command:
         raise UsageError("give the command after --")
-    environ = dict(environ if environ is not None else {})
+    # The child inherits this process's environment unless the caller passes one.
+    environ = dict(environ if environ is not None else os.environ)
     cwd = cwd or os.getcwd()
     params = dict(params or {})
     named = [(n, store.resolve(s)) for n, s in parse_inputs(list(inputs))]
@@ -152,6 +162,10 @@ def run_command(
         argv = [_PLACEHOLDER.sub(lambda m: paths[m.group(1)], arg) for arg in command]
         child_env = {**environ, **{f"CAS_INPUT_{n.upper()}": p for n, p in paths.items()}}
         child_env["CAS_INPUTS"] = os.pathsep.join(paths[n] for n, _ in named)
+        # A file already at an output path must be rewritten by the command, else the old
+        # file would be stored as this action's output.
+        before = {o: _signature(Path(cwd, o)) for o in outputs}
+        commit = git_commit(cwd)  # before the command, which may touch tracked files
         started = time.monotonic()
         try:
             proc = subprocess.run(argv, cwd=cwd, env=child_env, check=False)
@@ -161,11 +175,10 @@ def run_command(
     if proc.returncode != 0:
         raise CommandFailed(proc.returncode, command)
     user, host = whoami()
-    commit = git_commit(cwd)
     results = []
     for out in outputs:
         target = Path(cwd, out)
-        if not target.is_file():
+        if not target.is_file() or (before[out] is not None and before[out] == _signature(target)):
             raise InputError(f"the command did not write its declared output {out}; nothing stored")
     with store.writing():  # a death in here is noticed: the index gets rebuilt
         for out in outputs:
@@ -264,6 +277,8 @@ def derive(
         raise UsageError("derive needs at least one input")
     parent_ids = list(dict.fromkeys(store.resolve(i) for i in inputs))
     params_s = {k: str(v) for k, v in (params or {}).items()}
+    if ref is not None:
+        check_ref_name(ref)  # before the block runs: a bad name must not cost the work
     fd, name = tempfile.mkstemp(prefix="derive-", dir=store.tmp)
     os.close(fd)
     handle = Derivation(Path(name))

@@ -68,8 +68,13 @@ def log_(
     """Lineage of OBJ: back to its downloads and imports, or (--children) forward."""
     store = app.store()
     if history:
-        info = store.get_ref(obj)
-        entries = store.ref_log(info.name)
+        from casstore.errors import RefNotFound
+
+        try:
+            name = store.get_ref(obj).name
+        except RefNotFound:
+            name = obj
+        entries = store.ref_log(name)
         if as_json:
             emit_json(entries)
             return
