@@ -279,37 +279,51 @@ class LockFile:
 
 
 class StoreLock:
-    """The store-wide lock: shared for writers, exclusive for gc, waited for with a timeout."""
+    """The store-wide lock: shared for writers, exclusive for gc, waited for with a timeout.
 
-    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+    Two flocks: ``lock`` itself, and ``lock.intent``, which a writer holds shared only
+    while it takes ``lock`` and an exclusive holder keeps throughout. So once gc asks,
+    new writers queue behind it instead of starving it by taking turns on the shared lock.
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 3600.0) -> None:
         self.path = path
+        self.intent = path.with_name(path.name + ".intent")
         self.timeout = timeout
-        self._fd: int | None = None
+
+    def _take(self, fd: int, mode: int, deadline: float, lock_fd: int) -> None:
+        for _ in _backoff(deadline, None):
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+        holder = describe_holder(os.pread(lock_fd, 4096, 0))
+        raise LockError(
+            f"timed out after {self.timeout:g}s waiting for the store lock {self.path}"
+            f" (held exclusively, by gc or an index rebuild: {holder})",
+            path=str(self.path),
+            holder=holder,
+        )
 
     @contextlib.contextmanager
     def hold(self, *, exclusive: bool = False) -> Iterator[None]:
         """Hold the lock for the duration of a ``with`` block."""
+        intent = os.open(self.intent, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + self.timeout
         try:
-            for _ in _backoff(deadline, None):
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    continue
-            else:
-                holder = describe_holder(os.pread(fd, 4096, 0))
-                raise LockError(
-                    f"timed out after {self.timeout:g}s waiting for the store lock {self.path}"
-                    f" (held exclusively, by gc or an index rebuild: {holder})",
-                    path=str(self.path),
-                    holder=holder,
-                )
-            if exclusive:  # say who we are, for the message of anyone who waits on us
+            self._take(intent, mode, deadline, fd)
+            self._take(fd, mode, deadline, fd)
+            if not exclusive:
+                os.close(intent)  # in: let the next writer (or a waiting gc) at it
+                intent = -1
+            else:  # say who we are, for the message of anyone who waits on us
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, _holder_info(), 0)
             yield
         finally:
             os.close(fd)
+            if intent >= 0:
+                os.close(intent)

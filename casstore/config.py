@@ -26,6 +26,8 @@ class LocksConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     timeout: float = Field(default=30.0, gt=0)
+    # the store lock: writers wait this long for a gc to finish, and gc for writers
+    store_timeout: float = Field(default=3600.0, gt=0)
 
 
 class GcConfig(BaseModel):

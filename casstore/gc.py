@@ -210,7 +210,8 @@ def _roots(
         roots.setdefault(oid, f"ref {name}")
     for name, entries in reflogs.items():
         for e in entries:
-            for oid in (e.new, e.old):
+            # An entry keeps the version it moved to; a delete entry keeps what was removed.
+            for oid in (e.new, e.old if e.action == "delete" else None):
                 if oid:
                     roots.setdefault(oid, f"reflog of {name} ({e.time:%Y-%m-%d})")
     for oid in pins(store):
@@ -257,72 +258,109 @@ def pin(store: Store, spec: str, *, on: bool = True) -> str:
 # ---- the run -------------------------------------------------------------------------
 
 
-def gc(store: Store, policy: GcPolicy, *, dry_run: bool = False) -> GcReport:
-    """Collect garbage under the exclusive store lock; see the module docstring."""
-    now = time.time()
-    with store.lock.hold(exclusive=True):
-        if store.index.has_dead_writers():
-            store.rebuild_index()
-        removed_refs = _sample_refs_to_drop(store, policy, now)
-        expired = 0
-        current = store.refs.items()
-        planned: dict[str, list[ReflogEntry]] = {}
+class _Plan:
+    """What gc decides before it touches anything (shared by gc, --dry-run and --explain)."""
+
+    def __init__(self, store: Store, policy: GcPolicy, now: float) -> None:
+        self.removed_refs = _sample_refs_to_drop(store, policy, now)
+        self.current = store.refs.items()
+        self.reflogs: dict[str, list[ReflogEntry]] = {}
+        self.changed: set[str] = set()
+        self.expired = 0
         for name in store.refs.logged_names():
             entries = store.refs.log(name)
-            keep_all = name in removed_refs
-            kept_versions = None
-            if name.startswith("sources/") and (
-                policy.keep_last or policy.keep_daily or policy.keep_weekly
-            ):
-                kept_versions = _kept_versions(entries, policy, current.get(name))
-            survivors = []
-            for e in entries:
-                if keep_all:
-                    continue  # the ref goes, and its history with it
-                if now - e.time.timestamp() > policy.reflog_expire:
-                    continue
-                if kept_versions is not None and (e.new or e.old) not in kept_versions:
-                    continue
-                survivors.append(e)
-            if name not in removed_refs:
-                expired += len(entries) - len(survivors)
-            planned[name] = survivors
-            if not dry_run and len(survivors) != len(entries):
-                _rewrite_reflog(store, name, survivors)
-        if not dry_run:
-            for name in removed_refs:
-                store.refs.delete(name, message="gc retention")
-                _rewrite_reflog(store, name, [])
-                store.index.set_ref(name, None)
-        kept_refs = {n: o for n, o in current.items() if n not in removed_refs}
-        roots = _roots(store, policy, now, refs=kept_refs, reflogs=planned)
-        reachable = _reachable(store, set(roots))
-        items: list[GcItem] = []
-        protected = 0
-        all_ids = list(store.objects.ids())
-        for oid in all_ids:
-            if oid in reachable:
+            survivors = (
+                []
+                if name in self.removed_refs
+                else self._survivors(
+                    entries,
+                    policy,
+                    now,
+                    self.current.get(name) if name.startswith("sources/") else None,
+                    name.startswith("sources/"),
+                )
+            )
+            if name not in self.removed_refs:
+                self.expired += len(entries) - len(survivors)
+            if len(survivors) != len(entries):
+                self.changed.add(name)
+            self.reflogs[name] = survivors
+        kept_refs = {n: o for n, o in self.current.items() if n not in self.removed_refs}
+        self.roots = _roots(store, policy, now, refs=kept_refs, reflogs=self.reflogs)
+        self.reachable = _reachable(store, set(self.roots))
+        self.all_ids = list(store.objects.ids())
+        # Downloaded and imported bytes cannot be remade: unless told otherwise, they stay,
+        # and so does everything they were themselves made from (lineage stays whole).
+        self.protected = []
+        if not policy.include_sources:
+            self.protected = [
+                oid
+                for oid in self.all_ids
+                if oid not in self.reachable and _is_source_bytes(store, oid)
+            ]
+            for oid in self.protected:
+                self.roots.setdefault(
+                    oid, "downloaded or imported bytes are kept unless --include-sources"
+                )
+            for oid, via in _reachable(store, set(self.protected)).items():
+                self.reachable.setdefault(oid, via)
+
+    @staticmethod
+    def _survivors(
+        entries: list[ReflogEntry],
+        policy: GcPolicy,
+        now: float,
+        current: str | None,
+        is_source: bool,
+    ) -> list[ReflogEntry]:
+        kept_versions = None
+        if is_source and (policy.keep_last or policy.keep_daily or policy.keep_weekly):
+            kept_versions = _kept_versions(entries, policy, current)
+        out = []
+        for e in entries:
+            if now - e.time.timestamp() > policy.reflog_expire:
                 continue
-            if not policy.include_sources and _is_source_bytes(store, oid):
-                protected += 1
+            if kept_versions is not None and (e.new or e.old) not in kept_versions:
+                continue
+            out.append(e)
+        return out
+
+
+def gc(store: Store, policy: GcPolicy, *, dry_run: bool = False) -> GcReport:
+    """Collect garbage under the exclusive store lock; see the module docstring."""
+    with store.lock.hold(exclusive=True):
+        now = time.time()  # after the wait: what was written meanwhile is judged fairly
+        if store.index.has_dead_writers():
+            store.rebuild_index()
+        plan = _Plan(store, policy, now)
+        items: list[GcItem] = []
+        for oid in plan.all_ids:
+            if oid in plan.reachable:
                 continue
             where = store.objects.locate(oid)
             size = where[0].stat().st_size if where else 0
             items.append(GcItem(object=oid, action="delete", reason="unreachable", bytes=size))
         if policy.prune_content is not None:
-            items.extend(_prunable(store, reachable, set(current.values()), policy, now))
+            items.extend(_prunable(store, plan.reachable, set(plan.current.values()), policy, now))
         if not dry_run:
+            # Reverse of the write order: refs and reflogs, then objects.
+            for name in sorted(plan.changed - set(plan.removed_refs)):
+                _rewrite_reflog(store, name, plan.reflogs[name])
+            for name in plan.removed_refs:
+                store.refs.delete(name, message="gc retention")
+                _rewrite_reflog(store, name, [])
+                store.index.set_ref(name, None)
             for item in items:
                 _remove(store, item)
         stray = _stray(store, policy, now, dry_run)
     return GcReport(
         dry_run=dry_run,
-        removed_refs=removed_refs,
-        expired_reflog_entries=expired,
+        removed_refs=plan.removed_refs,
+        expired_reflog_entries=plan.expired,
         objects=items,
         bytes=sum(i.bytes for i in items),
-        kept=len(all_ids) - sum(1 for i in items if i.action == "delete"),
-        protected_sources=protected,
+        kept=len(plan.all_ids) - sum(1 for i in items if i.action == "delete"),
+        protected_sources=len(plan.protected),
         stray_tmp=stray,
     )
 
@@ -405,24 +443,20 @@ def _stray(store: Store, policy: GcPolicy, now: float, dry_run: bool) -> list[st
 
 
 def explain(store: Store, spec: str, policy: GcPolicy) -> Explanation:
-    """Which root keeps an object, by which path; or why gc would take it."""
+    """Which root keeps an object, by which path; or why gc would take it.
+
+    The answer comes from the same plan a gc with ``policy`` would make, retention and
+    reflog expiry included.
+    """
     oid = store.resolve(spec)
     if not store.objects.exists(oid):
         raise ObjectNotFound(f"object {oid} has no bytes here (pruned or removed)")
-    now = time.time()
-    roots = _roots(store, policy, now)
-    via = _reachable(store, set(roots))
+    plan = _Plan(store, policy, time.time())
+    via = plan.reachable
     if oid in via:
         path = [oid]
         while via[path[-1]] != path[-1]:
             path.append(via[path[-1]])
         path.reverse()
-        return Explanation(object=oid, kept=True, reason=roots[path[0]], path=path)
-    if not policy.include_sources and _is_source_bytes(store, oid):
-        return Explanation(
-            object=oid,
-            kept=True,
-            path=[oid],
-            reason="downloaded or imported bytes are kept unless --include-sources",
-        )
+        return Explanation(object=oid, kept=True, reason=plan.roots[path[0]], path=path)
     return Explanation(object=oid, kept=False, reason="no ref, reflog, pin or grace", path=[])

@@ -212,7 +212,7 @@ class Store:
             root / "objects", self.tmp, config.objects.compression, config.objects.zstd_level
         )
         self.refs = RefStore(root, lock_timeout=config.locks.timeout)
-        self.lock = _fs.StoreLock(root / "lock", timeout=config.locks.timeout * 2)
+        self.lock = _fs.StoreLock(root / "lock", timeout=config.locks.store_timeout)
         self._index: Index | None = None
 
     # ---- life cycle ------------------------------------------------------------------
@@ -629,18 +629,20 @@ class Store:
 
     def show(self, spec: str) -> ObjectInfo:
         """Size, storage, refs and every record of one object."""
+        from casstore.verify import is_pruned
+
         oid = self.resolve(spec)
         where = self.objects.locate(oid)
-        if where is None:
+        pruned = where is None and is_pruned(self.objects.dir, oid)
+        if where is None and not pruned:
             raise ObjectNotFound(f"object {oid} has records but its bytes are missing")
-        path, compression = where
         records = load_records(self.objects.dir, oid)
         size = records[0][1].size if records else self._measure(oid)
         return ObjectInfo(
             id=oid,
             size=size,
-            stored_size=path.stat().st_size,
-            compression=compression,
+            stored_size=where[0].stat().st_size if where else 0,
+            compression=where[1] if where else "pruned",
             refs=self.refs_by_object().get(oid, []),
             records=[
                 RecordEntry(id=rid, record=r.model_dump(mode="json", exclude_none=True))
@@ -737,11 +739,22 @@ class Store:
         self._index = idx
         return IndexCounts(**idx.counts())
 
+    def _ids_with_records_or_bytes(self) -> list[str]:
+        """Every object with bytes, plus pruned ones (records kept, bytes dropped by gc)."""
+        from casstore.verify import PRUNED_SUFFIX
+
+        ids = set(self.objects.ids())
+        for marker in self.objects.dir.glob(f"??/*{PRUNED_SUFFIX}"):
+            oid = marker.parent.name + marker.name.removesuffix(PRUNED_SUFFIX)
+            if is_object_id(oid):
+                ids.add(oid)
+        return sorted(ids)
+
     def _rebuild(self, idx: Index) -> None:
         def scan() -> tuple[list[tuple[str, int, int, str]], list[tuple[str, Any]], dict]:
             records: list[tuple[str, Any]] = []
             objects = []
-            for oid in self.objects.ids():
+            for oid in self._ids_with_records_or_bytes():
                 loaded = valid_records(self.objects.dir, oid)
                 records.extend(loaded)
                 where = self.objects.locate(oid)

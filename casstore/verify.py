@@ -26,7 +26,7 @@ import blake3
 import zstandard
 from pydantic import BaseModel
 
-from casstore.errors import BadRecord, UsageError
+from casstore.errors import BadRecord, CasError, UsageError
 from casstore.ids import is_object_id
 from casstore.objects import CHUNK
 from casstore.records import meta_dir, parse_record, record_names
@@ -212,8 +212,10 @@ def verify(
                         detail=f"bytes hash to {digest}",
                     )
                 )
-    # objects with records but no bytes, found by walking .meta directories
-    if everything:
+    # objects with records but no bytes, found by walking .meta directories (full runs:
+    # a slice or a byte budget leaves most objects out on purpose)
+    full = everything and subset is None and max_bytes is None
+    if full:
         problems.extend(_orphan_records(store, set(targets)))
 
     # 3. refs and reflogs, 4. the index, 5. stray temp files
@@ -231,9 +233,13 @@ def verify(
     quarantined = []
     if quarantine:
         for p in problems:
-            if p.kind in ("corrupt-object", "size-mismatch") and store.objects.exists(p.id):
+            # Only bytes that fail their hash: a record that lies about the size is a
+            # record problem, and moving good bytes away would leave refs dangling.
+            if p.kind == "corrupt-object" and store.objects.exists(p.id):
                 quarantined.append(_quarantine(store, p.id))
-    _remember_verified(store, [oid for oid in digests if not any(p.id == oid for p in problems)])
+    if not any(p.kind == "index-mismatch" and p.id == "index.sqlite" for p in problems):
+        bad = {p.id for p in problems}
+        _remember_verified(store, [oid for oid in digests if oid not in bad])
     seconds = time.monotonic() - started
     return VerifyReport(
         objects=len(targets),
@@ -292,11 +298,13 @@ def _check_refs(store: Store) -> list[Problem]:
         for i, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
-                new = entry.get("new")
+                new = entry.get("new") if isinstance(entry, dict) else None
+                if not isinstance(entry, dict) or (new is not None and not is_object_id(new)):
+                    raise ValueError("not a reflog entry")
             except ValueError:
                 out.append(
                     Problem(
-                        kind="dangling-ref", id=name, detail=f"reflog line {i} is not valid JSON"
+                        kind="dangling-ref", id=name, detail=f"reflog line {i} is not a valid entry"
                     )
                 )
                 continue
@@ -374,9 +382,12 @@ def _quarantine(store: Store, oid: str) -> str:
 
 
 def _least_recently_verified(store: Store, targets: list[str], budget: int) -> list[str]:
-    db = store.index.db
-    db.execute("CREATE TABLE IF NOT EXISTS verified (id TEXT PRIMARY KEY, at REAL NOT NULL)")
-    seen = dict(db.execute("SELECT id, at FROM verified").fetchall())
+    try:
+        db = store.index.db
+        db.execute("CREATE TABLE IF NOT EXISTS verified (id TEXT PRIMARY KEY, at REAL NOT NULL)")
+        seen = dict(db.execute("SELECT id, at FROM verified").fetchall())
+    except CasError:  # a damaged index: every object counts as never verified
+        seen = {}
     ordered = sorted(targets, key=lambda oid: (seen.get(oid, 0.0), oid))
     out, used = [], 0
     for oid in ordered:
