@@ -10,12 +10,14 @@ nothing but ``,`` between elements, nothing after the closing ``]``.
 Python cannot afford a loop per byte on multi-GB input, so the scanner works at three
 speeds, all over the same state:
 
-* *line mode*: the layout of large dumps, one record per line (``{...},\\n``), is proved
-  for a whole buffer of lines at once with C-speed bytes operations (see
-  :func:`object_lines`); records then are lines, and only wanted ones are cut out.
+* *bulk mode*: most large arrays repeat one boundary between records: ``},\\n{`` for one
+  record per line (the layout of large dumps), ``\\n  },\\n  {`` when pretty-printed,
+  ``},{`` on one line. A whole buffer of records is proved at once with C-speed bytes
+  operations (see :func:`balanced_elements`); only wanted records are looked at again.
 * *element mode*: a regular expression matches a whole element (nested up to
-  :data:`REGEX_DEPTH` levels) plus its separator in one call: pretty-printed arrays, arrays
-  on one line.
+  :data:`REGEX_DEPTH` levels) plus its separator in one call: what bulk mode cannot prove
+  (records of mixed kinds, arrays of objects inside records on one line) and the first
+  record of each buffer.
 * *token mode*: a small state machine that jumps from one structural byte to the next
   with ``re.search``. It resumes across chunk boundaries, takes elements nested deeper
   than the regex, and finds the exact offset of any problem.
@@ -23,15 +25,16 @@ speeds, all over the same state:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Protocol
 
 from casstore.errors import SampleFormatError
 
-REGEX_DEPTH = 6  # nesting the one-call element regex handles; deeper goes token by token
+REGEX_DEPTH = 5  # nesting the one-call element regex handles; deeper goes token by token
 MAX_DEPTH = 10_000  # deeper nesting is refused (a list of open brackets is kept)
-_REDUCE_ROUNDS = 64  # bracket-pair reduction rounds line mode tries before giving up
+_REDUCE_ROUNDS = 64  # bracket-pair reduction rounds bulk mode tries before giving up
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -55,23 +58,30 @@ def format_error(fmt: str, record: int, offset: int, problem: str) -> SampleForm
     )
 
 
-def check_json(data: bytes, *, fmt: str, record: int, offset: int) -> None:
-    """Parse one kept record with :func:`json.loads`; raise :class:`SampleFormatError` if bad.
-
-    ``offset`` is where ``data`` starts in the decompressed input, so the error can say
-    where exactly the problem is.
-    """
+def json_problem(data: bytes) -> tuple[int, str] | None:
+    """Parse one kept record with :func:`json.loads`: None, or ``(byte offset, problem)``."""
     try:
         json.loads(data)
     except json.JSONDecodeError as exc:
         # exc.pos counts characters of the decoded text: turn it back into bytes.
         text = data.decode("utf-8", "replace")
-        at = offset + len(text[: exc.pos].encode("utf-8", "surrogatepass"))
-        raise format_error(fmt, record, at, f"invalid JSON: {exc.msg}") from None
+        return len(text[: exc.pos].encode("utf-8", "surrogatepass")), f"invalid JSON: {exc.msg}"
     except UnicodeDecodeError as exc:
-        raise format_error(fmt, record, offset + exc.start, "not UTF-8 text") from None
+        return exc.start, "not UTF-8 text"
     except RecursionError:
-        raise format_error(fmt, record, offset, "JSON nested too deeply to parse") from None
+        return 0, "JSON nested too deeply to parse"
+    return None
+
+
+def check_json(data: bytes, *, fmt: str, record: int, offset: int) -> None:
+    """Parse one kept record; raise :class:`SampleFormatError` if it is not JSON.
+
+    ``offset`` is where ``data`` starts in the decompressed input, so the error can say
+    where exactly the problem is.
+    """
+    problem = json_problem(data)
+    if problem is not None:
+        raise format_error(fmt, record, offset + problem[0], problem[1])
 
 
 # ---- regular expressions ----------------------------------------------------------------
@@ -84,7 +94,6 @@ _SCALAR_FULL = re.compile(_SCALAR)
 _SCALAR_CHARS = re.compile(rb"[-+.0-9a-zA-Z]*+")
 _STRUCT = re.compile(rb'["\[\]{}]')
 _STRPAIR = re.compile(rb'"[^"\n]*+"')
-_INDENT = re.compile(rb"[ \t]*+")
 _ESCAPE = re.compile(rb"\\.", re.S)
 
 
@@ -103,11 +112,25 @@ def _element_regex(depth: int) -> bytes:
 
 
 _ELEMENT = rb"(?:" + _element_regex(REGEX_DEPTH) + rb"|" + _STR + rb"|" + _SCALAR + rb")"
-# One element and what follows it: group 1 the element, group 2 a comma, group 3 the "]".
-_ELEMENT_SEP = re.compile(rb"[ \t\r\n]*+(" + _ELEMENT + rb")[ \t\r\n]*+(?:(,)|(\]))")
-# A line that holds exactly one value (JSON-lines), blanks around it allowed.
-_VALUE_LINE = re.compile(rb"[ \t\r]*+" + _ELEMENT + rb"[ \t\r]*+")
-_SKELETON_DELETE = bytes(b for b in range(256) if b not in b'{}[]"\n')
+
+
+@functools.cache
+def _element_sep() -> re.Pattern[bytes]:
+    """One element and what follows: group 1 the element, 2 a comma, 3 the closing ``]``.
+
+    Compiled on first use (about 10 ms), like :func:`_value_line`: ``cas`` starts faster
+    for the formats that do not need them.
+    """
+    return re.compile(rb"[ \t\r\n]*+(" + _ELEMENT + rb")[ \t\r\n]*+(?:(,)|(\]))")
+
+
+@functools.cache
+def _value_line() -> re.Pattern[bytes]:
+    """A line that holds exactly one value (JSON-lines), blanks around it allowed."""
+    return re.compile(rb"[ \t\r]*+" + _ELEMENT + rb"[ \t\r]*+")
+
+
+_SKELETON_DELETE = bytes(b for b in range(256) if b not in b'{}[]"\n\x00')
 
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPEN = frozenset(b"{[")
@@ -115,47 +138,64 @@ _CLOSE_FOR = {ord("}"): ord("{"), ord("]"): ord("[")}
 _SCALAR_START = frozenset(b"-0123456789tfn")
 
 
-# ---- line mode ------------------------------------------------------------------------
-def object_lines(region: bytes, sep: bytes) -> tuple[bytes, bytes] | None:
-    """Whether every line of ``region`` is one JSON object followed by ``sep``.
+# ---- bulk mode ------------------------------------------------------------------------
+def balanced_elements(region: bytes, boundary: bytes) -> int | None:
+    """How many elements ``region`` holds, if it is sound elements joined by ``boundary``.
 
-    ``region`` is whole lines (it ends with a newline); ``sep`` is ``b","`` inside an
-    array, ``b""`` for JSON-lines. The lines must share one indentation and one line end.
-    Returns ``(indent, eol)`` when the check passes, else None (the caller then goes
-    element by element, which also finds the exact place of any problem).
+    ``boundary`` is the exact bytes from the end of one element to the start of the next:
+    the closing bracket (with the blanks before it when it stands on a line of its own),
+    the separator, the next opening bracket: ``},\\n{`` for one record per line,
+    ``\\n  },\\n  {`` for ``json.dumps(indent=2)``, ``},{`` on one line. ``region``
+    starts with the first element's opening bracket and ends with the last one's closing
+    bracket. Returns None when any element is not balanced, or when a "boundary" sits
+    inside a string (so that splitting at the boundary would cut an element).
 
-    The check is structural, like the token scanner's, and runs at C speed: escapes are
-    blanked so every quote is a real one; a ``translate`` keeps only brackets, quotes and
-    newlines; quote pairs are dropped (strings vanish with any brackets inside them); the
-    first and last bracket of each line are marked; then innermost pairs are removed until
-    none is left. A line reduces to its two marks exactly when it is one balanced object,
-    with nothing but blanks outside it (the count of exact line boundaries sees to that).
+    The check is structural, like the token scanner's, and runs at C speed: boundaries
+    are marked (by their newline when every newline is one, else by a NUL byte); escapes
+    are blanked so every quote is a real one; a ``translate`` keeps only brackets, quotes,
+    newlines and marks; strings are dropped (with any brackets or marks inside them,
+    which the count of marks notices); the first and last bracket of each element are
+    marked; then innermost pairs are removed until none is left. An element reduces to
+    its two marks exactly when it is balanced, and nothing can hide between elements:
+    only a boundary's exact bytes are there. None means "not this layout" as well as
+    "malformed": the caller then goes element by element, which finds the exact place
+    of any problem.
     """
-    if not region.endswith(b"\n"):
-        return None
-    indent = _INDENT.match(region).group()  # type: ignore[union-attr]
-    eol = b"\r\n" if region.endswith(b"\r\n") else b"\n"
-    if region[len(indent) : len(indent) + 1] != b"{" or not region.endswith(b"}" + sep + eol):
-        return None
-    boundaries = region.count(b"}" + sep + eol + indent + b"{")
+    marks = region.count(boundary)
     plain = _ESCAPE.sub(b"__", region) if b"\\" in region else region
-    skeleton = plain.translate(None, _SKELETON_DELETE).replace(b'""', b"")
-    if b'"' in skeleton:
-        skeleton = _STRPAIR.sub(b"", skeleton)  # strings that held brackets
+    mark, skeleton = b"\n", plain.translate(None, _SKELETON_DELETE)
+    if boundary.count(b"\n") != 1 or skeleton.count(b"\n") != marks:
+        # Not one element per line (whose newlines would mark the boundaries for free).
+        mark = b"\x00"
+        if marks:
+            skeleton = plain.replace(boundary, b"\x00").translate(None, _SKELETON_DELETE)
+    quotes = skeleton.count(b'"')
+    if quotes and 2 * skeleton.count(b'""') == quotes:
+        skeleton = skeleton.translate(None, b'"')  # no string holds a bracket or a mark
+    elif quotes:
+        skeleton = _STRPAIR.sub(b"", skeleton.replace(b'""', b""))
         if b'"' in skeleton:
             return None  # an unclosed string, or one with a newline in it
-    lines = skeleton.count(b"\n")
-    if boundaries != lines - 1:
+    if mark == b"\x00":
+        if skeleton.count(mark) != marks:
+            return None  # a boundary inside a string, or a NUL byte in the data
+        skeleton = skeleton.replace(b"\n", b"")
+    elif b"\x00" in skeleton:
+        return None  # a NUL byte in the data
+    first, last = skeleton[:1], skeleton[-1:]
+    if first not in (b"{", b"[") or last != (b"}" if first == b"{" else b"]"):
         return None
-    marked = b"A" + skeleton[1:-2].replace(b"}\n{", b"a\nA") + b"a\n"
+    if mark == b"\n":  # the boundary's own brackets are still there: "}\n{"
+        mark = last + mark + first
+    marked = b"A" + skeleton[1:-1].replace(mark, b"a\nA") + b"a"
     for _ in range(_REDUCE_ROUNDS):
         reduced = marked.replace(b"{}", b"").replace(b"[]", b"")
         if len(reduced) == len(marked):
             break
         marked = reduced
-    if len(marked) != 3 * lines or marked.count(b"Aa\n") != lines:
+    if len(marked) != 3 * marks + 2 or marked.count(b"Aa") != marks + 1:
         return None
-    return indent, eol
+    return marks + 1
 
 
 # ---- single values --------------------------------------------------------------------
@@ -165,7 +205,7 @@ def value_problem(data: bytes) -> tuple[int, str] | None:
     Returns ``(offset, description)``, or None when the structure is sound (the content
     is left to :func:`check_json`). Used for JSON-lines records the regex did not take.
     """
-    if _VALUE_LINE.fullmatch(data):
+    if _value_line().fullmatch(data):
         return None
     pos = _WS.match(data).end()  # type: ignore[union-attr]
     n = len(data)
@@ -219,7 +259,7 @@ class JsonArrayScanner:
     Memory: the current chunk, plus the bytes of a wanted element that spans chunks.
     """
 
-    def __init__(self, picker: Picker, *, fmt: str = "json", line_chunk: int = 1 << 20) -> None:
+    def __init__(self, picker: Picker, *, fmt: str = "json") -> None:
         self.picker = picker
         self.fmt = fmt
         self.count = 0  # elements completed
@@ -231,36 +271,24 @@ class JsonArrayScanner:
         self.scalar = False
         self.elem_start = 0  # offset of the element being scanned
         self.parts: list[bytes] | None = None  # its bytes so far, when wanted or scalar
-        self.carry = b""  # a partial line kept from line mode
-        self.max_carry = line_chunk
         self.stopped = False
 
     # ---- public ------------------------------------------------------------------------
-    def feed(self, chunk: bytes) -> bool:
+    def feed(self, buf: bytes) -> bool:
         """Scan the next chunk; False once the picker wants no more records."""
         if self.stopped:
             return False
-        if self.carry:
-            buf, self.carry = self.carry + chunk, b""
-        else:
-            buf = chunk
         pos = 0
-        lines_tried = False
+        bulk_tried = False  # once per chunk: a failed try costs a pass over it
         n = len(buf)
         while pos < n:
-            stage = self.stage
-            if stage == _NEXT or stage == _FIRST:
-                if not lines_tried:
-                    lines_tried = True
-                    done = self._lines(buf, pos)
+            if self.stage in (_NEXT, _FIRST):
+                if not bulk_tried:
+                    bulk_tried = True
+                    done = self._bulk(buf, pos)
                     if done is not None:
                         if done < 0:
                             return self._stop()
-                        tail = n - done
-                        if tail <= self.max_carry:
-                            self.carry = buf[done:]
-                            self.base += done
-                            return True
                         pos = done
                         continue
                 pos = self._elements(buf, pos)
@@ -276,12 +304,6 @@ class JsonArrayScanner:
 
     def finish(self) -> int:
         """End of input: check the array was closed; return the number of elements."""
-        if self.carry and not self.stopped:
-            carry, self.carry = self.carry, b""
-            # A partial last line: no line mode for it (it has no newline).
-            self.max_carry = -1
-            if not self.feed(carry):
-                return self.count
         if self.stopped or self.stage == _DONE:
             return self.count
         record = self.count + 1
@@ -309,51 +331,60 @@ class JsonArrayScanner:
         self.picker.take(index, data)
         return self.picker.want >= 0
 
-    def _lines(self, buf: bytes, pos: int) -> int | None:
-        """Line mode over the whole lines after ``pos``; the new position, or None.
+    def _bulk(self, buf: bytes, pos: int) -> int | None:
+        """Bulk mode: the elements from ``pos`` up to the last boundary in the buffer.
 
-        Returns -1 when the picker is done, None when the lines are not one object each
-        (the element and token modes take over).
+        The first element (matched by the regex) and the blanks and comma after it give
+        the boundary; :func:`balanced_elements` proves the run up to its last occurrence in
+        the buffer. Returns the position
+        after the last element taken (the separator comes next), -1 when the picker is
+        done, None when the run does not pass (element and token modes take over).
         """
-        nl = buf.find(b"\n", pos)
-        if nl < 0 or buf[pos:nl].strip():
-            return None  # the current line still holds data
-        start = nl + 1
-        lf, crlf = buf.rfind(b",\n", start), buf.rfind(b",\r\n", start)
-        end = max(lf + 2 if lf >= 0 else -1, crlf + 3 if crlf >= 0 else -1)
-        if end < 0:
+        m = _element_sep().match(buf, pos)
+        if m is None or m.lastindex != 2:
             return None
-        region = buf[start:end]
-        layout = object_lines(region, b",")
-        if layout is None:
+        start, end = m.span(1)
+        opener = buf[start]
+        if opener not in _OPEN:
             return None
-        indent, eol = layout
-        lines = region.count(b"\n")
+        after = _WS.match(buf, m.end()).end()  # type: ignore[union-attr]
+        if buf[after : after + 1] != buf[start : start + 1]:
+            return None
+        # The closing bracket, with its line's indentation when it stands alone on it.
+        nl = buf.rfind(b"\n", start, end - 1)
+        tail = buf[nl:end] if nl >= 0 and not buf[nl + 1 : end - 1].strip() else buf[end - 1 : end]
+        boundary = tail + buf[end:after] + buf[after : after + 1]
+        last = buf.rfind(boundary, after)
+        if last < 0:
+            return None
+        region = buf[start : last + len(tail)]
+        count = balanced_elements(region, boundary)
+        if count is None:
+            return None
         first = self.count
         picker = self.picker
-        if first <= picker.want < first + lines:
-            rows = region.split(b"\n")
-            cut = len(b",") + len(eol) - 1
-            # Offsets only matter for error messages, but are kept exact: a cursor moves
-            # forward with the wanted rows, so the sum costs one pass at most.
-            row_at, offset = 0, self.base + start
-            while first <= picker.want < first + lines:
+        if first <= picker.want < first + count:
+            pieces = region.split(boundary)
+            opening = boundary[-1:]
+            while first <= picker.want < first + count:
                 i = picker.want
-                for r in rows[row_at : i - first]:
-                    offset += len(r) + 1
-                row_at = i - first
-                row = rows[row_at]
-                data = row[len(indent) : len(row) - cut]
-                if not self._take(i, data, offset + len(indent)):
+                k = i - first
+                data = (opening if k else b"") + pieces[k] + (tail if k < count - 1 else b"")
+                problem = json_problem(data)
+                if problem is not None:  # where exactly: only worth adding up now
+                    at = self.base + start + sum(len(p) + len(boundary) for p in pieces[:k])
+                    raise self._error(i + 1, at - (1 if k else 0) + problem[0], problem[1])
+                picker.take(i, data)
+                if picker.want < 0:
                     self.count = i + 1
                     return -1
-        self.count = first + lines
-        self.stage = _NEXT
-        return end
+        self.count = first + count
+        self.stage = _AFTER
+        return last + len(tail)
 
     def _elements(self, buf: bytes, pos: int) -> int:
         """Element mode: whole elements with one regex call each; -1 when the picker is done."""
-        match = _ELEMENT_SEP.match
+        match = _element_sep().match
         picker = self.picker
         i = self.count
         want = picker.want
