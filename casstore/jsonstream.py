@@ -163,12 +163,16 @@ def balanced_elements(region: bytes, boundary: bytes) -> int | None:
     """
     marks = region.count(boundary)
     plain = _ESCAPE.sub(b"__", region) if b"\\" in region else region
-    mark, skeleton = b"\n", plain.translate(None, _SKELETON_DELETE)
-    if boundary.count(b"\n") != 1 or skeleton.count(b"\n") != marks:
-        # Not one element per line (whose newlines would mark the boundaries for free).
+    skeleton = b""
+    if boundary.count(b"\n") == 1:  # perhaps one element per line: newlines mark them
+        skeleton = plain.translate(None, _SKELETON_DELETE)
+    if skeleton and skeleton.count(b"\n") == marks:
+        mark = b"\n"
+    else:
         mark = b"\x00"
         if marks:
-            skeleton = plain.replace(boundary, b"\x00").translate(None, _SKELETON_DELETE)
+            plain = plain.replace(boundary, b"\x00")
+        skeleton = plain.translate(None, _SKELETON_DELETE)
     quotes = skeleton.count(b'"')
     if quotes and 2 * skeleton.count(b'""') == quotes:
         skeleton = skeleton.translate(None, b'"')  # no string holds a bracket or a mark

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from casstore.fetch.sources import SourceRegistry
     from casstore.lineage import Lineage, StaleItem
     from casstore.run import Derivation, RunResult
+    from casstore.sample import SampleResult
 
 STORE_DIRNAME = ".casstore"
 # Where a bare name is looked up, in order, when it is not a full ref name.
@@ -338,6 +339,15 @@ class Store:
         from casstore.run import derive
 
         return derive(self, inputs, transform, params, ref=ref)
+
+    def sample(self, spec: str, **kwargs: Any) -> SampleResult:
+        """A reproducible sample of an object: see :func:`casstore.sample.sample_object`.
+
+        ``store.sample("sources/systems", regime="random", n=1000, seed=7)``
+        """
+        from casstore.sample import sample_object
+
+        return sample_object(self, spec, **kwargs)
 
     def run(self, command: list[str], **kwargs: Any) -> RunResult:
         """Run a command on stored inputs: see :func:`casstore.run.run_command`."""

@@ -10,7 +10,6 @@ Run by ``scripts/demo.sh``. It works on ``demo-out/``, a copy of the example sto
 from __future__ import annotations
 
 import functools
-import gzip
 import http.server
 import os
 import shutil
@@ -109,22 +108,11 @@ def main() -> None:
         cas("fetch", "systems")
         cas("ref", "log", "sources/systems")
         cas("show", "sources/systems", show=30)
-        print("\n# a 100-record sample of today's dump, derived with its recipe")
-        head = gzip.decompress(cas_bytes("cat", "sources/systems"))
-        first = b"".join(head.splitlines(keepends=True)[:100])
-        cas(
-            "add",
-            "-",
-            "--parent",
-            "sources/systems",
-            "--transform",
-            "head",
-            "--param",
-            "n=100",
-            "--ref",
-            "samples/systems/head-100",
-            stdin=first,
-        )
+        print("\n# samples of today's dump: streamed, reproducible, recorded with their recipe")
+        cas("sample", "sources/systems", "--head", "100")
+        cas("sample", "sources/systems", "--random", "1000", "--seed", "7")
+        print("# the same recipe again: answered from the store, the parent is not read")
+        cas("sample", "sources/systems", "--random", "1000", "--seed", "7")
         cas("show", "samples/systems/head-100")
         cas("cat", "samples/systems/head-100", show=2)
         print("\n# a processing step with full provenance; the second time it is a memo hit")

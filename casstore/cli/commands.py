@@ -7,6 +7,7 @@ from casstore.cli import (
     lineage_cmds,
     ref_cmds,
     run_cmds,
+    sample_cmds,
     store_cmds,
     verify_cmds,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "lineage_cmds",
     "ref_cmds",
     "run_cmds",
+    "sample_cmds",
     "store_cmds",
     "verify_cmds",
 ]

@@ -38,6 +38,23 @@ _SHOWN_FIELDS = (
     "record_count",
     "retries",
     "resumes",
+    "regime",
+    "n_requested",
+    "n_taken",
+    "seed",
+    "stride",
+    "offset",
+    "input_format",
+    "output_format",
+    "sampler_version",
+    "recipe",
+    "command",
+    "output",
+    "exit_code",
+    "duration_ms",
+    "cwd",
+    "git_commit",
+    "action",
 )
 
 
@@ -181,8 +198,10 @@ def show(app: AppContext, obj: str, as_json: bool) -> None:
             f"  {producer.get('name', '?')} {producer.get('version', '')}"
         )
         for key in _SHOWN_FIELDS:
-            if r.get(key) is not None and r.get(key) != "":
-                click.echo(f"      {key + ':':<19}{r[key]}")
+            value = r.get(key)
+            if value is not None and value != "":
+                shown = " ".join(value) if isinstance(value, list) else value
+                click.echo(f"      {key + ':':<19}{shown}")
         checks = r.get("integrity", [])
         if checks:
             passed = [c["tier"] for c in checks if c["outcome"] == "passed"]
