@@ -12,7 +12,8 @@ Where a built-in base fits, it is added too, so ``except KeyError`` keeps workin
     ├── ObjectNotFound(KeyError)
     ├── AmbiguousPrefix                   .prefix .candidates
     ├── IntegrityError                    .what .expected .actual
-    │   └── BadRecord                     a sidecar record that fails its checks
+    │   ├── BadRecord                     a sidecar record that fails its checks
+    │   └── SampleFormatError             malformed input to cas sample (.record .offset)
     ├── RefError
     │   ├── InvalidRefName(ValueError)
     │   ├── RefNotFound(KeyError)
@@ -21,6 +22,7 @@ Where a built-in base fits, it is added too, so ``except KeyError`` keeps workin
     ├── InputError(OSError)               a file to import cannot be read
     ├── SourceNotFound(KeyError)          no registered source by that id
     ├── CommandFailed                     cas run: the command exited non-zero (.exit_code)
+    ├── UnsupportedFormat                 data cas sample cannot read (binary, zip, …)
     └── FetchError                        .url (redacted) .status
 
     A download whose bytes fail a check raises IntegrityError (``what`` names the tier),
@@ -146,11 +148,6 @@ class CommandFailed(CasError):
         shown = " ".join(command)
         super().__init__(f"command failed with exit code {code}: {shown}; nothing stored")
         self.exit_code = code if 0 < code < 256 else 1
-
-
-# ---- sampling (casstore.sample) -------------------------------------------------------
-# In the tree above: IntegrityError ▸ SampleFormatError (.record .offset .format), and
-# UnsupportedFormat directly under CasError.
 
 
 class SampleFormatError(IntegrityError):
