@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from casstore.errors import ObjectNotFound, UsageError
 from casstore.ids import check_object_id
 from casstore.records import meta_dir
-from casstore.verify import PRUNED_SUFFIX
+from casstore.verify import PRUNED_SUFFIX, stray_tmp
 
 if TYPE_CHECKING:
     from casstore.refs import ReflogEntry
@@ -423,23 +423,15 @@ def _remove(store: Store, item: GcItem) -> None:
 
 def _stray(store: Store, policy: GcPolicy, now: float, dry_run: bool) -> list[str]:
     out = []
-    try:
-        entries = list(os.scandir(store.tmp))
-    except FileNotFoundError:
-        return out
-    for entry in entries:
-        try:
-            old = now - entry.stat(follow_symlinks=False).st_mtime > max(policy.grace, 60.0)
-        except FileNotFoundError:
+    for entry, _ in stray_tmp(store, max(policy.grace, 60.0), now):
+        out.append(f"tmp/{entry.name}")
+        if dry_run:
             continue
-        if old:
-            out.append(f"tmp/{entry.name}")
-            if not dry_run:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    Path(entry.path).unlink(missing_ok=True)
-    return sorted(out)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+    return out
 
 
 def explain(store: Store, spec: str, policy: GcPolicy) -> Explanation:

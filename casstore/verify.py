@@ -349,9 +349,13 @@ def _check_index(store: Store) -> list[Problem]:
     return out
 
 
-def _stray_tmp(store: Store) -> list[Problem]:
+def stray_tmp(store: Store, older_than: float, now: float) -> list[tuple[os.DirEntry[str], float]]:
+    """Entries of ``tmp/`` untouched for longer than ``older_than`` seconds, with their age.
+
+    Commands never read ``tmp/`` as data; what a killed process left there is reported
+    by verify and removed by gc.
+    """
     out = []
-    now = time.time()
     try:
         entries = list(os.scandir(store.tmp))
     except FileNotFoundError:
@@ -361,13 +365,16 @@ def _stray_tmp(store: Store) -> list[Problem]:
             age = now - entry.stat(follow_symlinks=False).st_mtime
         except FileNotFoundError:
             continue
-        if age > STRAY_AGE:
-            out.append(
-                Problem(
-                    kind="stray-tmp", id=f"tmp/{entry.name}", detail=f"left {age / 3600:.1f} h ago"
-                )
-            )
-    return out
+        if age > older_than:
+            out.append((entry, age))
+    return sorted(out, key=lambda pair: pair[0].name)
+
+
+def _stray_tmp(store: Store) -> list[Problem]:
+    return [
+        Problem(kind="stray-tmp", id=f"tmp/{entry.name}", detail=f"left {age / 3600:.1f} h ago")
+        for entry, age in stray_tmp(store, STRAY_AGE, time.time())
+    ]
 
 
 def _quarantine(store: Store, oid: str) -> str:

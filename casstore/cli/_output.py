@@ -78,23 +78,7 @@ def byte_progress(
     if total < min_total or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+    with _bar() as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -110,6 +94,17 @@ def transfer_progress(
     if not sys.stderr.isatty():
         yield None, None
         return
+    with _bar() as bar:
+        task = bar.add_task(label, total=None)
+
+        def set_total(total: int | None) -> None:
+            bar.reset(task, total=total)
+
+        yield (lambda n: bar.advance(task, n)), set_total
+
+
+def _bar() -> Any:
+    """A transient rich bar on stderr: bytes, rate and ETA (rich is imported only here)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -126,13 +121,21 @@ def transfer_progress(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task(label, total=None)
+    return Progress(*columns, transient=True, console=_stderr_console())
 
-        def set_total(total: int | None) -> None:
-            bar.reset(task, total=total)
 
-        yield (lambda n: bar.advance(task, n)), set_total
+def reflog_table(entries: Iterable[Any]) -> None:
+    """Print reflog entries: time, action, old -> new, who, and the URL or message."""
+    table(
+        [
+            short_time(e.time.strftime("%Y-%m-%dT%H:%M:%S")),
+            e.action,
+            f"{e.old[:12] if e.old else '-'} -> {e.new[:12] if e.new else '-'}",
+            f"{e.user}@{e.host}",
+            str(e.details.get("url", e.message)),
+        ]
+        for e in entries
+    )
 
 
 def _stderr_console() -> Any:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app
-from casstore.cli._output import emit_json, short_time, table
+from casstore.cli._output import emit_json, reflog_table, short_time, table
 
 if TYPE_CHECKING:
     from casstore.lineage import Lineage, Node
@@ -78,15 +78,7 @@ def log_(
         if as_json:
             emit_json(entries)
             return
-        table(
-            [
-                short_time(e.time.strftime("%Y-%m-%dT%H:%M:%S")),
-                e.action,
-                (e.new or "-")[:12],
-                str(e.details.get("url", e.message)),
-            ]
-            for e in entries
-        )
+        reflog_table(entries)
         return
     lin = store.log(obj, children=children, depth=depth)
     if as_json:

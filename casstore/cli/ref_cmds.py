@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app
-from casstore.cli._output import emit_json, short_time, table
+from casstore.cli._output import emit_json, reflog_table, table
 
 if TYPE_CHECKING:
     from casstore.refs import RefUpdate
@@ -92,16 +92,7 @@ def ref_log(app: AppContext, name: str, as_json: bool) -> None:
     if as_json:
         emit_json(entries)
         return
-    table(
-        [
-            short_time(e.time.strftime("%Y-%m-%dT%H:%M:%S")),
-            e.action,
-            f"{e.old[:12] if e.old else '-'} -> {e.new[:12] if e.new else '-'}",
-            f"{e.user}@{e.host}",
-            e.message,
-        ]
-        for e in entries
-    )
+    reflog_table(entries)
 
 
 @cli.command()

@@ -153,8 +153,9 @@ def test_history_of_a_source_ref_lists_its_versions(store: Store, cas):
         result = cas("log", "--history", spec)
         assert result.exit_code == 0, result
         assert len(result.lines) == 2, result
-        assert result.lines[0].split()[2:4] == ["set", v1[:12]]
-        assert result.lines[1].split()[2:4] == ["set", v2[:12]]
+        # time, action, old -> new (the same columns as cas ref log)
+        assert result.lines[0].split()[2:6] == ["set", "-", "->", v1[:12]]
+        assert result.lines[1].split()[2:6] == ["set", v1[:12], "->", v2[:12]]
     doc = cas("log", "--history", "--json", "sources/s").json()
     assert [(e["old"], e["new"]) for e in doc] == [(None, v1), (v1, v2)]
     assert all(e["ref"] == "sources/s" for e in doc)
@@ -168,7 +169,7 @@ def test_history_of_a_removed_source_ref_is_still_shown(store: Store, cas):
     store.delete_ref("sources/gone")
     result = cas("log", "--history", "sources/gone")
     assert result.exit_code == 0, result
-    assert result.lines[0].split()[2:4] == ["set", v1[:12]]
+    assert result.lines[0].split()[2:6] == ["set", "-", "->", v1[:12]]
     assert result.lines[-1].split()[2] == "delete"
 
 
