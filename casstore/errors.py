@@ -146,8 +146,10 @@ class CommandFailed(CasError):
 
     def __init__(self, code: int, command: list[str]) -> None:
         shown = " ".join(command)
-        super().__init__(f"command failed with exit code {code}: {shown}; nothing stored")
-        self.exit_code = code if 0 < code < 256 else 1
+        how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
+        super().__init__(f"command {how}: {shown}; nothing stored")
+        # As a shell reports it: 128 + the signal for a killed command.
+        self.exit_code = 128 - code if code < 0 else (code if code < 256 else 1)
 
 
 class SampleFormatError(IntegrityError):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from casstore.errors import CommandFailed, InputError, UsageError
-from casstore.records import DeriveRecord, RunRecord
+from casstore.records import DeriveRecord, RunRecord, valid_records
 from casstore.refs import check_ref_name, whoami
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def _restore(store: Store, key: str, outputs: list[str], cwd: str) -> RunResult 
     for oid, rid in store.index.by_recipe(key):
         if not store.objects.exists(oid):
             continue
-        for r_id, record in store.records(oid):
+        for r_id, record in valid_records(store.objects.dir, oid):
             if r_id == rid and record.type == "run" and record.output not in found:
                 found[record.output] = (oid, rid, record)
     if not outputs or any(out not in found for out in outputs):

@@ -750,12 +750,11 @@ class Store:
         return IndexCounts(**idx.counts())
 
     def _ids_with_records_or_bytes(self) -> list[str]:
-        """Every object with bytes, plus pruned ones (records kept, bytes dropped by gc)."""
-        from casstore.verify import PRUNED_SUFFIX
-
+        """Every object with bytes, plus those with records only (pruned by gc, or moved
+        to quarantine by verify): their records still belong in the lineage."""
         ids = set(self.objects.ids())
-        for marker in self.objects.dir.glob(f"??/*{PRUNED_SUFFIX}"):
-            oid = marker.parent.name + marker.name.removesuffix(PRUNED_SUFFIX)
+        for meta in self.objects.dir.glob("??/*.meta"):
+            oid = meta.parent.name + meta.name.removesuffix(".meta")
             if is_object_id(oid):
                 ids.add(oid)
         return sorted(ids)

@@ -12,6 +12,7 @@ cores work. ``fast=True`` checks size and BLAKE3 instead of SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from pydantic import BaseModel
 from casstore.errors import BadRecord, CasError, UsageError
 from casstore.ids import is_object_id
 from casstore.objects import CHUNK
-from casstore.records import meta_dir, parse_record, record_names
+from casstore.records import meta_dir, parse_record, record_names, valid_records
 
 if TYPE_CHECKING:
     from casstore.store import Store
@@ -322,8 +323,6 @@ def _check_refs(store: Store) -> list[Problem]:
 def _check_index(store: Store) -> list[Problem]:
     """The index against the files: objects, records and refs, as sets."""
 
-    from casstore.records import valid_records
-
     path = store.root / "index.sqlite"
     if not path.exists():
         store.index  # noqa: B018 - a missing index is simply rebuilt
@@ -385,6 +384,8 @@ def _quarantine(store: Store, oid: str) -> str:
     dest = store.root / "quarantine" / where[0].name.replace(oid[2:], oid)
     dest.parent.mkdir(exist_ok=True)
     shutil.move(str(where[0]), dest)
+    with contextlib.suppress(CasError), store.index.transaction() as db:
+        db.execute("DELETE FROM objects WHERE id=?", (oid,))
     return oid
 
 
@@ -453,7 +454,7 @@ def refetch(store: Store, object_id: str) -> bool:
         return True
     urls = [
         r.url
-        for _, r in reversed(store.records(object_id))
+        for _, r in reversed(valid_records(store.objects.dir, object_id))
         if r.type == "download" and REDACTED not in r.url
     ]
     opts = HttpOptions()

@@ -132,7 +132,7 @@ def reflog_table(entries: Iterable[Any]) -> None:
             e.action,
             f"{e.old[:12] if e.old else '-'} -> {e.new[:12] if e.new else '-'}",
             f"{e.user}@{e.host}",
-            str(e.details.get("url", e.message)),
+            "  ".join(x for x in (e.message, str(e.details.get("url", ""))) if x),
         ]
         for e in entries
     )

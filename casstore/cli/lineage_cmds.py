@@ -99,7 +99,11 @@ def log_(
 @pass_app
 def why(app: AppContext, obj: str, ancestor: str, as_json: bool) -> None:
     """The paths by which OBJ depends on ANCESTOR (exit 1 when it does not)."""
+    from casstore.lineage import MAX_PATHS
+
     found = app.store().why(obj, ancestor)
+    if len(found) >= MAX_PATHS:
+        click.echo(f"cas: note: showing the first {MAX_PATHS} paths only", err=True)
     if as_json:
         emit_json(found)
     else:

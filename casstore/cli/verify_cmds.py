@@ -68,9 +68,12 @@ def verify(
                 progress=progress,
             )
         if refetch:
-            missing = {p.id for p in report.problems if p.kind == "corrupt-object"}
-            missing |= set(report.quarantined)
-            restored = [oid for oid in sorted(missing) if refetch_one(store, oid)]
+            candidates = {p.id for p in report.problems if p.kind == "corrupt-object"}
+            candidates |= set(report.quarantined)
+            # Only objects whose bytes are gone (quarantined, pruned, deleted): corrupt bytes
+            # still in place are moved aside with --quarantine first.
+            missing = [oid for oid in sorted(candidates) if not store.objects.exists(oid)]
+            restored = [oid for oid in missing if refetch_one(store, oid)]
             for oid in restored:
                 click.echo(f"refetched {oid}", err=True)
     if as_json:
