@@ -15,6 +15,10 @@ Groups:
   small  `cas add` of a directory of 20,000 files of 1-8 KiB against `git add` (and `dvc add`)
   verify `cas verify` (SHA-256, and --fast with BLAKE3) of 2 GiB of stored objects against
          `sha256sum` and `openssl dgst -sha256` over the same files
+  sample `cas sample --head/--random 1000` of a 1 GiB gzipped JSON array against zcat
+         (runs scripts/bench_sample.py)
+  log    `cas log` of a node 50 levels deep in a 100,000-object store (runs
+         scripts/bench_log.py; building the store takes about a minute)
   fetch  `cas fetch` of a 1 GiB file from nginx on 127.0.0.1 against
          `curl -s -o FILE URL && openssl dgst -sha256 FILE` and plain curl; the re-fetch of
          the unchanged file (a 304); `cas fetch --all -j 8` over 50 small sources against
@@ -377,7 +381,11 @@ def bench_verify(work: Path, size: int, runs: int) -> None:
 def main() -> None:
     """Parse arguments and run the chosen groups."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("groups", nargs="*", default=["help", "add", "small", "fetch", "verify"])
+    ap.add_argument(
+        "groups",
+        nargs="*",
+        default=["help", "add", "small", "fetch", "verify", "sample", "log"],
+    )
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big files")
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per contender")
     ap.add_argument("--work", help="scratch directory (default: a temp dir, removed after)")
@@ -399,6 +407,33 @@ def main() -> None:
             bench_fetch(work, args.size_mib << 20, args.runs)
         if "verify" in args.groups:
             bench_verify(work, args.size_mib << 20, args.runs)
+        here = Path(__file__).parent
+        if "sample" in args.groups:
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(here / "bench_sample.py"),
+                    "--work",
+                    str(work / "sample"),
+                    "--size-mib",
+                    str(args.size_mib),
+                    "--runs",
+                    str(args.runs),
+                ],
+                check=True,
+            )
+        if "log" in args.groups:
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(here / "bench_log.py"),
+                    "--dir",
+                    str(work / "log"),
+                    "--runs",
+                    str(max(args.runs, 5)),
+                ],
+                check=True,
+            )
     finally:
         if work_ctx:
             work_ctx.cleanup()
