@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -605,6 +606,10 @@ class Store:
                 return matches[0]
             if len(matches) > 1:
                 raise AmbiguousPrefix(spec, matches)
+        if re.fullmatch(r"[0-9a-f]{1,3}", low):
+            raise ObjectNotFound(
+                f"no ref named {spec!r}, and an id prefix needs at least 4 hex digits"
+            )
         if not valid_ref and not is_prefix(low):
             raise ObjectNotFound(f"{spec!r} is not an object id, prefix or ref name")
         raise ObjectNotFound(f"no object or ref matches {spec!r}")

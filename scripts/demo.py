@@ -111,7 +111,7 @@ def main() -> None:
         print("\n# samples of today's dump: streamed, reproducible, recorded with their recipe")
         cas("sample", "sources/systems", "--head", "100")
         cas("sample", "sources/systems", "--random", "1000", "--seed", "7")
-        print("# the same recipe again: answered from the store, the parent is not read")
+        print("\n# the same recipe again: answered from the store, the parent is not read")
         cas("sample", "sources/systems", "--random", "1000", "--seed", "7")
         cas("show", "samples/systems/head-100")
         cas("cat", "samples/systems/head-100", show=2)

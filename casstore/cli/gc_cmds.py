@@ -107,7 +107,8 @@ def gc(
         click.echo(f"{verb} {path}")
     click.echo(
         f"{verb} {len(report.objects)} object(s), {human_size(report.bytes)};"
-        f" {report.expired_reflog_entries} reflog entries expired; kept {report.kept}"
+        f" {report.expired_reflog_entries} reflog entries"
+        f" {'would expire' if dry_run else 'expired'}; kept {report.kept}"
         f" ({report.protected_sources} unreferenced downloads/imports protected)"
     )
 

@@ -31,11 +31,12 @@ import httpx
 from pydantic import BaseModel
 
 from casstore import _fs
-from casstore.errors import CasError, FetchError, SourceNotFound, UsageError
+from casstore.errors import CasError, FetchError, IntegrityError, SourceNotFound, UsageError
 from casstore.fetch.download import DownloadResult, Validators, download
 from casstore.fetch.http import HttpOptions, make_client, split_etag
 from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
+from casstore.ids import is_object_id
 from casstore.records import DownloadRecord
 from casstore.refs import check_ref_name, whoami
 
@@ -228,6 +229,8 @@ def fetch(
     )
     if expected_sha256 is not None:
         expected_sha256 = expected_sha256.lower()
+        if not is_object_id(expected_sha256):
+            raise UsageError(f"--sha256 wants 64 hex digits, got {expected_sha256!r}")
     ref = f"sources/{t.source_id}"
     flat = t.source_id.replace("/", "%2F")
     if len(flat) > 200:  # too long for a file name: name the lock by a hash of the id
@@ -256,7 +259,9 @@ def fetch(
                 on_total=on_total,
                 redact=t.redact,
             )
-            return _conclude(store, t, ref, prev_oid, prev, result, time.monotonic() - begun)
+            return _conclude(
+                store, t, ref, prev_oid, prev, result, time.monotonic() - begun, expected_sha256
+            )
     except CasError as exc:
         # Messages may quote a server's words: make sure no secret of ours rides along.
         exc.args = (scrub(str(exc), t.secrets),)
@@ -279,10 +284,19 @@ def _conclude(
     prev: Any,
     result: DownloadResult,
     seconds: float,
+    expected: str | None = None,
 ) -> FetchResult:
     details = {"url": t.shown, "http_status": result.info.http_status}
     if result.not_modified:
         assert prev_oid is not None
+        if expected is not None and prev_oid != expected:
+            raise IntegrityError(
+                f"{t.shown}: unchanged on the server, but its bytes ({prev_oid}) are not the"
+                f" expected {expected}",
+                what="sha256",
+                expected=expected,
+                actual=prev_oid,
+            )
         store.refs.record_event(ref, "fetch-unchanged", message="304 not modified", details=details)
         return FetchResult(
             source_id=t.source_id,

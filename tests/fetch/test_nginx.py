@@ -115,6 +115,25 @@ def test_second_fetch_is_a_conditional_get_answered_304(nginx: Nginx, store: Sto
     assert object_ids(store.root) == {oid}
 
 
+def test_sha256_is_checked_also_when_the_server_answers_304(nginx: Nginx, store: Store, cas):
+    base, www = nginx.site()
+    data = put(www / "pinned.csv", b"a,b\n1,2\n")
+    url = f"{base}/pinned.csv"
+    oid = sha256(data)
+    assert cas("fetch", url, "--sha256", oid).exit_code == 0
+
+    same = cas("fetch", url, "--sha256", oid)
+    other = cas("fetch", url, "--sha256", "0" * 64)
+    malformed = cas("fetch", url, "--sha256", "00")
+
+    assert same.exit_code == 0 and same.lines == [f"unchanged {oid}  sources/pinned"]
+    assert other.exit_code == 1, other
+    assert other.stderr.startswith("cas: error: ") and "0" * 64 in other.stderr
+    assert malformed.exit_code == 2, malformed
+    assert "--sha256 wants 64 hex digits" in malformed.stderr
+    assert object_ids(store.root) == {oid}
+
+
 def test_changed_file_stores_a_new_version_and_moves_the_ref(nginx: Nginx, store: Store, cas):
     base, www = nginx.site()
     v1 = put(www / "dump.json", b'{"version": 1, "items": [1, 2, 3]}\n', T1)

@@ -299,7 +299,9 @@ def test_dry_run_changes_nothing_and_lists_everything(cas, store, garbage_store)
 
     real = gc_ok(cas, *args)
     assert set(removed_lines(real)) == goes
-    assert real.lines[-1] == dry.lines[-1].replace("would remove", "removed", 1)
+    assert real.lines[-1] == dry.lines[-1].replace("would remove", "removed", 1).replace(
+        "would expire", "expired", 1
+    )
     assert present(store) == {ids["src"], ids["kept"]}
 
 
