@@ -20,9 +20,9 @@ import io
 import lzma
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import zstandard
 
@@ -235,6 +235,57 @@ class _ZstdFrames:
                 self._goto(self.after_skip)
 
 
+class StreamInflater:
+    """gzip, bz2 or xz pushed in pieces, decompressed in pieces of at most ``out_size``.
+
+    Concatenated members (gzip) and streams (bz2, xz) are followed, as the command-line
+    tools do. Bounded output means a small malicious input cannot expand in memory.
+    :attr:`ended` says whether the data so far stops exactly at an end marker; corrupt
+    data raises the decompressor's own error (``zlib.error``, ``OSError``, ``EOFError``,
+    ``lzma.LZMAError``). Used by the download checker and by ``cas sample``.
+    """
+
+    def __init__(self, fmt: str, out_size: int = _OUT_CHUNK) -> None:
+        self.format = fmt
+        self.out_size = out_size
+        self.ended = False
+        self._d = self._new()
+
+    def _new(self) -> Any:
+        if self.format == "gzip":
+            return zlib.decompressobj(wbits=31)
+        if self.format == "bz2":
+            return bz2.BZ2Decompressor()
+        return lzma.LZMADecompressor()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Decompress ``data``; yields the output it completes, in bounded pieces."""
+        d = self._d
+        gzip = self.format == "gzip"
+        while True:
+            if self.ended:
+                if not data:
+                    return
+                self._d = d = self._new()  # the next member or stream
+                self.ended = False
+            piece = d.decompress(data, self.out_size)
+            if piece:
+                yield piece
+            if d.eof:
+                self.ended = True
+                data = d.unused_data
+                continue
+            if gzip:
+                data = d.unconsumed_tail
+                # Output was capped: zlib may hold more even when no input is left.
+                if not data and len(piece) < self.out_size:
+                    return
+            else:
+                data = b""
+                if d.needs_input:
+                    return
+
+
 class CompressedChecker:
     """A compressed stream: decompress as it arrives, hash and count the content.
 
@@ -248,21 +299,13 @@ class CompressedChecker:
         self.sha = hashlib.sha256()
         self.counter = _LineCounter()
         self.head = b""
-        self.members = 0
-        self._ended = False  # the current member/frame reached its end marker
-        self._d = self._new() if fmt != "zstd" else None
         if fmt == "zstd":
             self._frames = _ZstdFrames()
             self._zw = zstandard.ZstdDecompressor().stream_writer(
                 _Take(self._take), write_size=_OUT_CHUNK
             )
-
-    def _new(self) -> zlib._Decompress | bz2.BZ2Decompressor | lzma.LZMADecompressor:
-        if self.format == "gzip":
-            return zlib.decompressobj(wbits=31)
-        if self.format == "bz2":
-            return bz2.BZ2Decompressor()
-        return lzma.LZMADecompressor()
+        else:
+            self._inflater = StreamInflater(fmt)
 
     def update(self, chunk: bytes | memoryview) -> None:
         data = bytes(chunk)
@@ -272,48 +315,13 @@ class CompressedChecker:
             if self.format == "zstd":
                 self._frames.feed(data)
                 self._zw.write(data)
-            elif self.format == "gzip":
-                self._feed_zlib(data)
             else:
-                self._feed_bz2_xz(data)
+                for piece in self._inflater.feed(data):
+                    self._take(piece)
         except (zlib.error, OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as exc:
             raise IntegrityError(
                 f"{self.format} stream is corrupt: {exc}", what="stream", actual=str(exc)
             ) from exc
-
-    def _feed_zlib(self, data: bytes) -> None:
-        d = self._d
-        while data:
-            if self._ended:
-                self._d = d = self._new()  # the next gzip member
-                self._ended = False
-            out = d.decompress(data, _OUT_CHUNK)  # type: ignore[union-attr]
-            self._take(out)
-            if d.eof:  # type: ignore[union-attr]
-                self._ended = True
-                self.members += 1
-                data = d.unused_data  # type: ignore[union-attr]
-            else:
-                data = d.unconsumed_tail  # type: ignore[union-attr]
-
-    def _feed_bz2_xz(self, data: bytes) -> None:
-        d = self._d
-        while True:
-            if self._ended:
-                if not data:
-                    return
-                self._d = d = self._new()  # the next stream
-                self._ended = False
-            out = d.decompress(data, _OUT_CHUNK)  # type: ignore[union-attr]
-            self._take(out)
-            data = b""
-            if d.eof:  # type: ignore[union-attr]
-                self._ended = True
-                self.members += 1
-                data = d.unused_data  # type: ignore[union-attr]
-                continue
-            if d.needs_input:  # type: ignore[union-attr]
-                return
 
     def _take(self, out: bytes) -> None:
         if not out:
@@ -328,7 +336,7 @@ class CompressedChecker:
             self._zw.flush()
             complete = self._frames.at_boundary()
         else:
-            complete = self._ended
+            complete = self._inflater.ended
         if not complete:
             raise IntegrityError(
                 f"{self.format} stream is truncated: it ends before its own end marker",

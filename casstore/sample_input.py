@@ -15,7 +15,6 @@ close to ``zcat FILE > /dev/null``.
 
 from __future__ import annotations
 
-import bz2
 import csv
 import io
 import lzma
@@ -28,7 +27,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from casstore.content import _ZstdFrames
+from casstore.content import StreamInflater, _ZstdFrames
 from casstore.errors import CasError, UnsupportedFormat
 from casstore.formats import sniff_magic
 
@@ -177,12 +176,7 @@ def inflate(chunks: Iterator[bytes], fmt: str, out_size: int) -> Iterator[bytes]
     """
     delivered = 0
     try:
-        if fmt == "zstd":
-            gen = _unzstd(chunks, out_size)
-        elif fmt == "gzip":
-            gen = _unzlib(chunks, out_size)
-        else:
-            gen = _unbz2_xz(chunks, fmt, out_size)
+        gen = _unzstd(chunks, out_size) if fmt == "zstd" else _unstream(chunks, fmt, out_size)
         for piece in gen:
             delivered += len(piece)
             yield piece
@@ -198,52 +192,11 @@ class _Truncated(Exception):
     pass
 
 
-def _unzlib(chunks: Iterator[bytes], out_size: int) -> Iterator[bytes]:
-    d = zlib.decompressobj(wbits=31)
-    ended = False
+def _unstream(chunks: Iterator[bytes], fmt: str, out_size: int) -> Iterator[bytes]:
+    inflater = StreamInflater(fmt, out_size)
     for data in chunks:
-        while True:
-            if ended:
-                if not data:
-                    break
-                d = zlib.decompressobj(wbits=31)  # the next member
-                ended = False
-            piece = d.decompress(data, out_size)
-            if piece:
-                yield piece
-            if d.eof:
-                ended = True
-                data = d.unused_data
-                continue
-            data = d.unconsumed_tail
-            if not data and len(piece) < out_size:
-                break
-    if not ended:
-        raise _Truncated
-
-
-def _unbz2_xz(chunks: Iterator[bytes], fmt: str, out_size: int) -> Iterator[bytes]:
-    make: Callable[[], Any] = bz2.BZ2Decompressor if fmt == "bz2" else lzma.LZMADecompressor
-    d = make()
-    ended = False
-    for data in chunks:
-        while True:
-            if ended:
-                if not data:
-                    break
-                d = make()  # the next stream
-                ended = False
-            piece = d.decompress(data, out_size)
-            data = b""
-            if piece:
-                yield piece
-            if d.eof:
-                ended = True
-                data = d.unused_data
-                continue
-            if d.needs_input:
-                break
-    if not ended:
+        yield from inflater.feed(data)
+    if not inflater.ended:
         raise _Truncated
 
 
