@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import zstandard
 
-from casstore.records import parse_record
+from casstore.records import DownloadRecord, parse_record
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -125,3 +127,33 @@ def check_store(root: Path, *, allow_tmp: bool = False, index: bool = True) -> d
         finally:
             db.close()
     return {"objects": objects, "records": records, "refs": refs, "reflogs": reflogs, "tmp": tmp}
+
+
+def put_download(
+    store,
+    data: bytes,
+    *,
+    url: str = "https://data.example.org/dump.json.gz",
+    source_id: str | None = None,
+    etag: str | None = None,
+    created: datetime | None = None,
+) -> str:
+    """Store ``data`` with a download record, as ``cas fetch`` would; return its id."""
+    stored = store.objects.write(io.BytesIO(data))
+    when = created or datetime.now(UTC)
+    record = DownloadRecord(
+        object=stored.id,
+        size=stored.size,
+        blake3=stored.blake3,
+        source_id=source_id,
+        url=url,
+        final_url=url,
+        http_status=200,
+        http_version="HTTP/1.1",
+        etag=etag,
+        started=when,
+        finished=when,
+        created=when,
+    )
+    store.record_object(stored, record)
+    return stored.id

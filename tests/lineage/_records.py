@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 
-from casstore.records import DownloadRecord, SampleRecord, iso_utc
+from casstore.records import SampleRecord, iso_utc
 from casstore.store import Store
+from tests._helpers import put_download as stored_download
 from tests._helpers import sha256
 
 
@@ -25,23 +25,7 @@ def put_download(
     etag: str | None = '"v1-abc"',
 ) -> str:
     """Store ``data`` as if ``cas fetch`` had downloaded it; return its id."""
-    stored = store.objects.write(io.BytesIO(data))
-    now = datetime.now(UTC)
-    record = DownloadRecord(
-        object=stored.id,
-        size=stored.size,
-        blake3=stored.blake3,
-        source_id=source_id,
-        url=url,
-        final_url=url,
-        http_status=200,
-        http_version="HTTP/1.1",
-        etag=etag,
-        started=now,
-        finished=now,
-    )
-    store.record_object(stored, record)
-    return stored.id
+    return stored_download(store, data, source_id=source_id, url=url, etag=etag)
 
 
 def put_sample(store: Store, parent: str, data: bytes, *, n: int = 5, seed: int = 7) -> str:

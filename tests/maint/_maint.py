@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from casstore.records import DownloadRecord, SampleRecord, meta_dir, record_names
+from casstore.records import SampleRecord, meta_dir, record_names
 from casstore.refs import ReflogEntry
 from casstore.store import Store
-from tests._helpers import json_lines, object_files, random_bytes, sha256
+from tests._helpers import json_lines, object_files, put_download, random_bytes, sha256
 
 if TYPE_CHECKING:
     from tests.conftest import CasResult, CasRunner
@@ -174,22 +174,7 @@ def write_reflog(root: Path, name: str, moves: list[tuple[datetime, str | None, 
 
 def add_download(store: Store, data: bytes, url: str, *, created: datetime | None = None) -> str:
     """Store ``data`` with a download record (as ``cas fetch`` would) made at ``created``."""
-    stored = store.objects.write(io.BytesIO(data))
-    when = created or datetime.now(UTC)
-    record = DownloadRecord(
-        object=stored.id,
-        size=stored.size,
-        blake3=stored.blake3,
-        url=url,
-        final_url=url,
-        http_status=200,
-        http_version="HTTP/1.1",
-        started=when,
-        finished=when,
-        created=when,
-    )
-    store.record_object(stored, record)
-    return stored.id
+    return put_download(store, data, url=url, created=created)
 
 
 def add_sample(store: Store, parent: str, data: bytes) -> str:
