@@ -58,6 +58,13 @@ def test_cat_checks_every_name_before_printing(added, cas):
     assert result.stderr == "cas: error: no object or ref matches 'nosuch'\n"
 
 
+def test_a_prefix_shorter_than_four_digits_says_so(added, cas):
+    result = cas("cat", added["small.txt"][:3])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("cas: error: ")
+    assert "at least 4 hex digits" in result.stderr and result.stdout_bytes == b""
+
+
 def test_cat_ambiguous_prefix_lists_candidates(store, cas, tmp_path):
     one, two = colliding_contents(4)
     (tmp_path / "one").write_bytes(one)

@@ -160,6 +160,16 @@ def test_quarantine_moves_the_corrupt_object_aside(cas, built):
         assert sha256(object_bytes(built.file(oid))) == oid
 
 
+def test_after_quarantine_the_index_agrees_and_the_missing_bytes_are_reported(cas, built):
+    flip_byte(built.file(built.raw))
+    assert cas("verify", "--quarantine").exit_code == 1
+    again = cas("verify", "--json")
+    assert again.exit_code == 1, again
+    problems = again.json()["problems"]
+    assert [p["kind"] for p in problems if p["id"] == built.raw] == ["corrupt-object"]
+    assert not [p for p in problems if p["kind"] == "index-mismatch"], problems
+
+
 def test_quarantine_leaves_intact_bytes_whose_record_lies(cas, built):
     """A record with a wrong size is a bad record, not corrupt bytes: the object hashes to
     its id, refs point to it, and moving it aside would break them for nothing."""
