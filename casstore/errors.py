@@ -23,7 +23,11 @@ Where a built-in base fits, it is added too, so ``except KeyError`` keeps workin
     ├── SourceNotFound(KeyError)          no registered source by that id
     ├── CommandFailed                     cas run: the command exited non-zero (.exit_code)
     ├── UnsupportedFormat                 data cas sample cannot read (binary, zip, …)
-    └── FetchError                        .url (redacted) .status
+    ├── FetchError                        .url (redacted) .status
+    └── MetadataError                     the metadata repository, run logs, manifests
+        ├── PayloadError(ValueError)      a payload that fails its kind's schema (.kind)
+        ├── RunNotFound(KeyError)         no pipeline run or step by that id
+        └── ManifestError                 a manifest that cannot be read or is refused
 
     A download whose bytes fail a check raises IntegrityError (``what`` names the tier),
     not FetchError.
@@ -168,3 +172,23 @@ class SampleFormatError(IntegrityError):
 
 class UnsupportedFormat(CasError):
     """Data that cannot be sampled: binary content, or a container such as zip or parquet."""
+
+
+class MetadataError(CasError):
+    """The metadata repository, pipeline run logs or manifests refused an operation."""
+
+
+class PayloadError(MetadataError, ValueError):
+    """A metadata record whose payload fails the JSON schema of its kind."""
+
+    def __init__(self, message: str, *, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class RunNotFound(MetadataError, KeyError):
+    """No pipeline run (or step) by that id, for this tenant."""
+
+
+class ManifestError(MetadataError):
+    """A manifest file that is malformed, or a record in it that is refused (named)."""

@@ -63,6 +63,14 @@ class Producer(BaseModel):
     version: str = __version__
 
 
+class PipelineLink(BaseModel):
+    """The pipeline run (and step) that was in progress when a record was written."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    run_id: str
+    step_id: str | None = None
+
+
 class RecordBase(BaseModel):
     """Fields every record carries."""
 
@@ -79,6 +87,7 @@ class RecordBase(BaseModel):
     host: str = ""
     source_id: str | None = None
     dataset: str | None = None
+    pipeline: PipelineLink | None = None
 
     @field_validator("created")
     @classmethod
@@ -96,11 +105,25 @@ class RecordBase(BaseModel):
         return self.model_dump(mode="json", exclude={"created"}, exclude_none=True)
 
 
+class ManifestOrigin(BaseModel):
+    """Where an imported file was listed: one record of a manifest from another pipeline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    manifest: str  # the manifest file, as given to cas manifest import
+    process: str
+    etl_version: str
+    file_path: str
+    etag: str | None = None
+    ts_downloaded: str  # as the manifest wrote it (ISO-8601)
+    version: str
+
+
 class ImportRecord(RecordBase):
-    """A file or stream brought in by ``cas add`` with no parents."""
+    """A file or stream brought in by ``cas add`` (or ``cas manifest import``), no parents."""
 
     type: Literal["import"] = "import"
     path: str | None = None
+    manifest: ManifestOrigin | None = None
 
 
 class DeriveRecord(RecordBase):

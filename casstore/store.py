@@ -37,6 +37,7 @@ from casstore.objects import ObjectStore, StoredObject, corrupt
 from casstore.records import (
     DeriveRecord,
     ImportRecord,
+    ManifestOrigin,
     RecordBase,
     load_records,
     record_names,
@@ -413,11 +414,13 @@ class Store:
         params: dict[str, str] | None = None,
         ref: str | None = None,
         progress: ProgressFn | None = None,
+        manifest: ManifestOrigin | None = None,
     ) -> AddResult:
         """Store one file or binary stream with an ``import`` (or, with parents, ``derive``) record.
 
         ``parents`` are object ids, prefixes or ref names; every one must exist, else
-        nothing is stored. ``ref`` is moved to the new object afterwards.
+        nothing is stored. ``ref`` is moved to the new object afterwards. ``manifest``
+        records the manifest entry an imported file came from (``cas manifest import``).
         """
         results = list(
             self.add_many(
@@ -429,6 +432,7 @@ class Store:
                 params=params,
                 ref=ref,
                 progress=progress,
+                manifest=manifest,
             )
         )
         return results[0]
@@ -444,6 +448,7 @@ class Store:
         params: dict[str, str] | None = None,
         ref: str | None = None,
         progress: ProgressFn | None = None,
+        manifest: ManifestOrigin | None = None,
     ) -> Iterator[AddResult]:
         """Store many inputs, yielding each result once it is durable and indexed.
 
@@ -470,6 +475,10 @@ class Store:
         }
         if parent_ids:
             common.update(transform=transform, params=dict(params or {}))
+        if manifest is not None:
+            if parent_ids:
+                raise UsageError("a manifest entry is an import: it cannot have parents")
+            common["manifest"] = manifest
         last: AddResult | None = None
         with self.lock.hold():
             batch: list[tuple[AddResult, StoredObject, RecordBase]] = []
