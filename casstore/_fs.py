@@ -327,3 +327,53 @@ class StoreLock:
             os.close(fd)
             if intent >= 0:
                 os.close(intent)
+
+
+@contextlib.contextmanager
+def locked_log(path: Path, *, timeout: float = 30.0) -> Iterator[int]:
+    """Open an append-only log for writing and hold an exclusive ``flock`` on it.
+
+    Yields a descriptor opened with ``O_APPEND``. A log that was replaced while we waited
+    (compaction renames a new file over it) is reopened, so the lock is always on the file
+    that is at ``path`` now. The kernel drops the lock if the process dies.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            for _ in _backoff(deadline, None):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+            else:  # the deadline passed
+                raise LockError(
+                    f"timed out after {timeout:g}s waiting for the lock on {path}",
+                    path=str(path),
+                    holder="another cas process",
+                )
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def append_all(fd: int, data: bytes, *, durable: bool = True) -> None:
+    """Write all of ``data`` at the end of an ``O_APPEND`` file; ``durable`` fsyncs it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if durable:
+        os.fsync(fd)

@@ -6,9 +6,10 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from casstore.errors import StoreFormatError
+from casstore.errors import StoreFormatError, UsageError
+from casstore.when import parse_duration
 
 FORMAT_VERSION = 1
 
@@ -43,6 +44,25 @@ class GcConfig(BaseModel):
     keep_weekly: int | None = Field(default=None, ge=1)
 
 
+class MetaConfig(BaseModel):
+    """The metadata repository: default tenant, strictness, retention per kind."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant: str = Field(default="default", min_length=1, max_length=200)
+    strict: bool = False  # refuse kinds that are not registered
+    retention: dict[str, str] = Field(default_factory=dict)  # kind -> duration ("90d")
+
+    @field_validator("retention")
+    @classmethod
+    def _durations(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, text in value.items():
+            try:
+                parse_duration(text)
+            except UsageError:
+                raise ValueError(f"{kind}: not a duration: {text!r} (try 90d)") from None
+        return value
+
+
 class StoreSection(BaseModel):
     """The store's own identity."""
 
@@ -58,6 +78,7 @@ class StoreConfig(BaseModel):
     objects: ObjectsConfig = Field(default_factory=ObjectsConfig)
     locks: LocksConfig = Field(default_factory=LocksConfig)
     gc: GcConfig = Field(default_factory=GcConfig)
+    meta: MetaConfig = Field(default_factory=MetaConfig)
 
 
 def default_toml(compression: str = "auto") -> str:
@@ -87,6 +108,17 @@ reflog_expire = "90d"   # reflog entries (and what they point to) kept this long
 # keep_last = 7         # versions of each source kept in its history
 # keep_daily = 7
 # keep_weekly = 4
+
+[meta]
+# the tenant that metadata records and pipeline runs belong to when none is given
+tenant = "default"
+# strict = true refuses metadata kinds that are not registered (cas meta kinds)
+strict = false
+
+[meta.retention]
+# how long cas meta compact keeps records of each kind; kinds not named are kept forever
+# ingestion_volume = "90d"
+# ingestion_runtime = "90d"
 """
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from collections import deque
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
-from casstore.errors import ObjectNotFound, UsageError
+from casstore.errors import ObjectNotFound
 from casstore.ids import check_object_id
 from casstore.records import meta_dir
 from casstore.verify import PRUNED_SUFFIX, stray_tmp
@@ -40,18 +39,6 @@ from casstore.verify import PRUNED_SUFFIX, stray_tmp
 if TYPE_CHECKING:
     from casstore.refs import ReflogEntry
     from casstore.store import Store
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``0``, ``30m``, ``1h``, ``90d``, ``2w`` -> seconds."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise UsageError(f"not a duration: {text!r} (try 0, 30m, 1h, 90d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
 
 class GcPolicy(BaseModel):
     """What gc keeps. Durations in seconds; None: no such rule."""

@@ -84,7 +84,11 @@ class Index:
         self.path = path
         self.fresh = not path.exists()
         try:
-            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            # One thread at a time uses the connection, but not always the opening one: a
+            # bulk metadata store hands its inserts to a writer thread.
+            self.db = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._drop_if_old()

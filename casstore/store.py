@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from casstore.fetch import FetchResult
     from casstore.fetch.sources import SourceRegistry
     from casstore.lineage import Lineage, StaleItem
+    from casstore.meta.repository import EmbeddedRepository
     from casstore.run import Derivation, RunResult
     from casstore.sample import SampleResult
 
@@ -383,6 +384,23 @@ class Store:
         from casstore.lineage import stale
 
         return stale(self.index, self.refs.items("sources/"))
+
+    def metadata(self, tenant: str | None = None) -> EmbeddedRepository:
+        """The metadata repository (``log/metadata.jsonl`` mirrored into the index).
+
+        ``tenant`` defaults to the store's (``[meta] tenant`` in config.toml); reads see
+        only that tenant's records.
+        """
+        from casstore.meta.repository import EmbeddedRepository
+
+        return EmbeddedRepository(
+            self.index.db,
+            self.root / "log",
+            self.tmp,
+            tenant=tenant or self.config.meta.tenant,
+            strict=self.config.meta.strict,
+            lock_timeout=self.config.locks.timeout,
+        )
 
     def describe(self) -> StoreInfo:
         """The store's location and settings."""

@@ -1,0 +1,490 @@
+"""The metadata repository: store facts, then ask for the latest, the history, or a query.
+
+:class:`MetadataRepository` is the interface every producer and consumer goes through; it
+is small on purpose, so a remote implementation over HTTP can stand in for the embedded
+one without callers changing. :class:`EmbeddedRepository` keeps records in the store:
+
+* ``log/metadata.jsonl`` is the truth: every stored record is appended to it as one line
+  (``cas meta tail`` follows it);
+* the ``meta_records`` table of ``index.sqlite`` mirrors the log (see
+  :mod:`casstore.meta.journal`), indexed on (tenant, kind, target, produced_at) for
+  ``latest`` and ``history`` and on (tenant, kind, produced_at) for windowed queries.
+
+A record's identity is (tenant, kind, target, context.run_id, produced_at). Storing an
+identity that exists merges the new record into the old one (JSON merge-patch: fields of
+the later record win, objects merge key by key), so re-running a backfill never doubles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from casstore.errors import PayloadError, UsageError
+from casstore.meta.journal import Journal
+from casstore.meta.kinds import check_payload
+from casstore.meta.models import DEFAULT_TENANT, MetadataRecord, MetadataTarget
+from casstore.records import iso_utc
+
+LOG_NAME = "metadata.jsonl"
+_BULK_CHUNK = 20_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta_records (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    produced_at TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    UNIQUE (tenant, kind, target, produced_at, run_id)
+);
+CREATE INDEX IF NOT EXISTS meta_records_time ON meta_records (tenant, kind, produced_at);
+"""
+
+_UPSERT = (
+    "INSERT INTO meta_records (tenant, kind, target, produced_at, run_id, doc)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, kind, target, produced_at, run_id)"
+    " DO UPDATE SET doc = json_patch(doc, excluded.doc)"
+)
+
+Op = Literal["=", "!=", "<", "<=", ">", ">="]
+_OPS: tuple[Op, ...] = ("!=", "<=", ">=", "=", "<", ">")  # longest first, for parsing
+_FIELD = re.compile(
+    r"^(payload|extras|target|context)(\.[A-Za-z0-9_-]+)+$|^(producer_id|quality|version)$"
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``path op value``: ``payload.status = "FAIL"``, ``extras.window_start >= "2024-01"``.
+
+    A record whose path is missing matches no condition on it.
+    """
+
+    path: str
+    op: Op
+    value: Any
+
+    def __post_init__(self) -> None:
+        if not _FIELD.match(self.path):
+            raise UsageError(
+                f"cannot filter on {self.path!r}: use payload.X, extras.X, target.X,"
+                " context.X, producer_id, quality or version"
+            )
+        if self.op not in _OPS:
+            raise UsageError(f"unknown operator {self.op!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        """``payload.status=FAIL`` or ``payload.rows>=100``; the value is JSON if it parses
+        as JSON (a number, true, false, null, a quoted string), else a plain string."""
+        for op in _OPS:
+            left, sep, right = text.partition(op)
+            if sep and left and "=" not in left and "<" not in left and ">" not in left:
+                try:
+                    value = json.loads(right)
+                except ValueError:
+                    value = right
+                return cls(left.strip(), op, value)
+        raise UsageError(f"not a condition: {text!r} (try payload.status=FAIL)")
+
+    def json_path(self) -> str:
+        """The SQLite JSON path of this field: ``$."payload"."status"``."""
+        return "$" + "".join(f'."{seg}"' for seg in self.path.split("."))
+
+
+class BulkResult(BaseModel):
+    """What a bulk store did: records read and how many identities are new."""
+
+    stored: int
+    new: int
+    merged: int
+
+
+class MetadataRepository(Protocol):
+    """Where metadata records live. Embedded today; a remote client keeps this signature."""
+
+    tenant: str
+
+    def store(self, record: MetadataRecord) -> MetadataRecord:
+        """Validate and store one record; return it as stored (tenant filled in)."""
+        ...
+
+    def bulk_store(self, records: Iterable[MetadataRecord | Mapping[str, Any]]) -> BulkResult:
+        """Validate and store many records, streaming, with the same checks as ``store``."""
+        ...
+
+    def latest(self, target: MetadataTarget, kind: str) -> MetadataRecord | None:
+        """The newest record of ``kind`` about ``target``, or None."""
+        ...
+
+    def history(
+        self,
+        target: MetadataTarget,
+        kind: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MetadataRecord]:
+        """Every record of ``kind`` about ``target`` in [since, until), oldest first."""
+        ...
+
+    def query(
+        self,
+        kind: str | None = None,
+        where: Iterable[Condition] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        target: MetadataTarget | None = None,
+        limit: int | None = None,
+    ) -> list[MetadataRecord]:
+        """Records matching every condition in [since, until), newest first."""
+        ...
+
+
+def _target_key(target: Any) -> str:
+    return json.dumps(target or {}, sort_keys=True, separators=(",", ":"))
+
+
+def _row(doc: dict[str, Any], line: str) -> tuple[str, str, str, str, str, str]:
+    context = doc.get("context") or {}
+    return (
+        doc["tenant_id"],
+        doc["kind"],
+        _target_key(doc.get("target")),
+        doc["produced_at"],
+        context.get("run_id") or "",
+        line,
+    )
+
+
+def _apply(db: sqlite3.Connection, lines: list[bytes]) -> int:
+    rows = []
+    skipped = 0
+    for line in lines:
+        try:
+            text = line.decode("utf-8")
+            rows.append(_row(json.loads(text), text))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            skipped += 1
+    db.executemany(_UPSERT, rows)
+    return skipped
+
+
+def _clear(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM meta_records")
+
+
+class EmbeddedRepository:
+    """The repository inside a store: ``log/metadata.jsonl`` mirrored into ``index.sqlite``.
+
+    ``tenant`` is the tenant this handle reads and, for records that name none, writes.
+    ``strict`` refuses kinds that are not registered.
+    """
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        log_dir: Path,
+        tmp_dir: Path,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        strict: bool = False,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.tenant = tenant
+        self.strict = strict
+        self.tmp_dir = tmp_dir
+        self.journal = Journal(
+            db,
+            log_dir / LOG_NAME,
+            name="metadata",
+            schema=_SCHEMA,
+            apply=_apply,
+            clear=_clear,
+            lock_timeout=lock_timeout,
+        )
+        self.db = db
+
+    @property
+    def log_path(self) -> Path:
+        """The append-only log every stored record goes to."""
+        return self.journal.path
+
+    # ---- writing -----------------------------------------------------------------------
+    def _prepare(self, record: MetadataRecord | Mapping[str, Any]) -> MetadataRecord:
+        if isinstance(record, MetadataRecord):
+            if record.tenant_id is None:
+                record = record.model_copy(update={"tenant_id": self.tenant})
+        else:
+            data = dict(record)
+            data.setdefault("tenant_id", self.tenant)
+            if data["tenant_id"] is None:
+                data["tenant_id"] = self.tenant
+            try:
+                record = MetadataRecord.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "record"
+                raise PayloadError(f"{where}: {first['msg']}") from None
+        check_payload(record.kind, record.payload, strict=self.strict)
+        return record
+
+    def _encode(self, records: list[MetadataRecord]) -> tuple[list[bytes], list[tuple]]:
+        """The log lines and table rows of a batch of validated records."""
+        lines: list[bytes] = []
+        rows: list[tuple] = []
+        keys: dict[Any, str] = {}
+        for record in records:
+            line = record.to_json()
+            lines.append(line.encode("utf-8"))
+            target = record.target
+            try:
+                key = keys[target]
+            except KeyError:
+                key = keys[target] = target.key()
+            except TypeError:  # extras make a target unhashable: no cache
+                key = target.key()
+            rows.append(
+                (
+                    record.tenant_id,
+                    record.kind,
+                    key,
+                    iso_utc(record.produced_at),
+                    record.context.run_id or "",
+                    line,
+                )
+            )
+        return lines, rows
+
+    def _write(self, lines: list[bytes], rows: list[tuple]) -> None:
+        self.journal.append(lines, lambda db: db.executemany(_UPSERT, rows) and None)
+
+    def store(self, record: MetadataRecord | Mapping[str, Any]) -> MetadataRecord:
+        """Validate and store one record (durably); return it with its tenant filled in."""
+        prepared = self._prepare(record)
+        self._write(*self._encode([prepared]))
+        return prepared
+
+    def bulk_store(
+        self, records: Iterable[MetadataRecord | Mapping[str, Any]], *, chunk: int = _BULK_CHUNK
+    ) -> BulkResult:
+        """Validate and store many records in chunks (memory stays flat), one log append
+        and one transaction per chunk.
+
+        A record that fails validation raises :class:`PayloadError` naming its position;
+        chunks before it stay stored, and storing them again merges, never doubles.
+        """
+        before = self.count_all()
+        stored = 0
+        # Two stages in step: this thread validates and encodes a chunk while a writer
+        # thread appends and indexes the one before (SQLite releases the GIL as it works).
+        with ThreadPoolExecutor(1, thread_name_prefix="cas-meta") as writer:
+            pending: Future[None] | None = None
+            try:
+                for batch in _chunks(records, chunk):
+                    prepared = []
+                    for record in batch:
+                        try:
+                            prepared.append(self._prepare(record))
+                        except PayloadError as exc:
+                            n = stored + len(prepared) + 1
+                            raise PayloadError(f"record {n}: {exc}", kind=exc.kind) from None
+                    encoded = self._encode(prepared)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(self._write, *encoded)
+                    stored += len(prepared)
+            finally:
+                if pending is not None:
+                    pending.result()
+        new = self.count_all() - before
+        return BulkResult(stored=stored, new=new, merged=stored - new)
+
+    # ---- reading -----------------------------------------------------------------------
+    def _docs(self, sql: str, args: Iterable[Any]) -> list[MetadataRecord]:
+        self.journal.sync()
+        return [MetadataRecord.model_validate_json(doc) for (doc,) in self.db.execute(sql, args)]
+
+    def count_all(self) -> int:
+        """How many record identities the repository holds, over every tenant."""
+        self.journal.sync()
+        return self.db.execute("SELECT count(*) FROM meta_records").fetchone()[0]
+
+    def latest(self, target: MetadataTarget, kind: str) -> MetadataRecord | None:
+        """The newest record of ``kind`` about ``target`` for this tenant, or None."""
+        found = self._docs(
+            "SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target=?"
+            " ORDER BY produced_at DESC LIMIT 1",
+            (self.tenant, kind, target.key()),
+        )
+        return found[0] if found else None
+
+    def history(
+        self,
+        target: MetadataTarget,
+        kind: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[MetadataRecord]:
+        """Every record of ``kind`` about ``target`` in [since, until), oldest first."""
+        sql = "SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target=?"
+        args: list[Any] = [self.tenant, kind, target.key()]
+        sql, args = _window(sql, args, since, until)
+        return self._docs(sql + " ORDER BY produced_at, run_id", args)
+
+    def query(
+        self,
+        kind: str | None = None,
+        where: Iterable[Condition] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        target: MetadataTarget | None = None,
+        limit: int | None = None,
+    ) -> list[MetadataRecord]:
+        """Records of this tenant matching every condition in [since, until), newest first."""
+        sql = "SELECT doc FROM meta_records WHERE tenant=?"
+        args: list[Any] = [self.tenant]
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        if target is not None:
+            sql += " AND target=?"
+            args.append(target.key())
+        sql, args = _window(sql, args, since, until)
+        for cond in where:
+            sql += f" AND json_extract(doc, ?) {cond.op} ?"
+            args += [cond.json_path(), cond.value]
+        sql += " ORDER BY produced_at DESC, run_id DESC"
+        if limit is not None:
+            if limit < 0:
+                raise UsageError("limit must be 0 or more")
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._docs(sql, args)
+
+    def kinds_in_use(self) -> dict[str, int]:
+        """Record counts per kind, for this tenant."""
+        self.journal.sync()
+        rows = self.db.execute(
+            "SELECT kind, count(*) FROM meta_records WHERE tenant=? GROUP BY kind ORDER BY kind",
+            (self.tenant,),
+        )
+        return dict(rows.fetchall())
+
+    def tail_lines(self, n: int) -> list[str]:
+        """The last ``n`` lines of the log that belong to this tenant."""
+        return _last_lines(self.log_path, n, self.tenant)
+
+    # ---- retention ---------------------------------------------------------------------
+    def compact(
+        self, windows: Mapping[str, float], now: datetime, *, dry_run: bool = False
+    ) -> dict[str, int]:
+        """Drop records older than their kind's retention window (seconds), every tenant.
+
+        Returns the number of log lines dropped per kind. The log is rewritten atomically
+        and the table replayed from it.
+        """
+        cutoffs = {
+            kind: iso_utc(datetime.fromtimestamp(now.timestamp() - secs, tz=now.tzinfo))
+            for kind, secs in windows.items()
+        }
+        dropped: dict[str, int] = {}
+
+        def keep(line: bytes) -> bool:
+            try:
+                doc = json.loads(line)
+                kind, at = doc["kind"], doc["produced_at"]
+            except (ValueError, KeyError, TypeError):
+                return True  # not ours to judge: compaction never loses what it cannot read
+            cutoff = cutoffs.get(kind)
+            if cutoff is not None and at < cutoff:
+                dropped[kind] = dropped.get(kind, 0) + 1
+                return False
+            return True
+
+        if dry_run:
+            for line in _log_lines(self.log_path):
+                keep(line)
+            return dropped
+        if cutoffs:
+            self.journal.rewrite(keep, self.tmp_dir)
+        return dropped
+
+
+def _window(
+    sql: str, args: list[Any], since: datetime | None, until: datetime | None
+) -> tuple[str, list[Any]]:
+    if since is not None:
+        sql += " AND produced_at >= ?"
+        args.append(iso_utc(since))
+    if until is not None:
+        sql += " AND produced_at < ?"
+        args.append(iso_utc(until))
+    return sql, args
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _log_lines(path: Path) -> Iterator[bytes]:
+    """Every complete line of a log (without its newline); nothing when there is no log."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            if line.endswith(b"\n"):
+                yield line[:-1]
+
+
+def _last_lines(path: Path, n: int, tenant: str) -> list[str]:
+    """The last ``n`` complete lines of ``path`` for ``tenant``, read backwards in blocks."""
+    if n <= 0 or not path.exists():
+        return []
+    found: list[str] = []
+    with open(path, "rb") as f:
+        end = f.seek(0, 2)
+        pos = end
+        rest = b""
+        while pos > 0 and len(found) < n:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + rest
+            if pos + step == end and not data.endswith(b"\n"):
+                data = data[: data.rfind(b"\n") + 1]  # a write in progress: leave it out
+            lines = data.split(b"\n")
+            rest = lines[0] if pos > 0 else b""
+            body = lines[1:] if pos > 0 else lines
+            for line in reversed(body):
+                if line and _tenant_of(line) == tenant:
+                    found.append(line.decode("utf-8", "replace"))
+                    if len(found) >= n:
+                        break
+    return list(reversed(found))
+
+
+def _tenant_of(line: bytes) -> str | None:
+    try:
+        return json.loads(line).get("tenant_id")
+    except ValueError:
+        return None
