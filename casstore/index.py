@@ -91,6 +91,8 @@ class Index:
             )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # up to 64 MiB of pages (allocated as used): big metadata loads stay in memory
+            self.db.execute("PRAGMA cache_size=-65536")
             self._drop_if_old()
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:

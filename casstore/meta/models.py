@@ -29,13 +29,15 @@ class MetadataTarget(BaseModel):
     table: str | None = None
     extras: dict[str, Any] | None = None
 
+    @field_validator("extras")
+    @classmethod
+    def _sorted(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # extras take part in the target's identity: one key order for equal extras
+        return None if value is None else json.loads(json.dumps(value, sort_keys=True))
+
     def key(self) -> str:
-        """The target as canonical JSON: equal targets have equal keys."""
-        return json.dumps(
-            self.model_dump(mode="json", by_alias=True, exclude_none=True),
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """The target as compact JSON in field order: equal targets have equal keys."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
 class MetadataContext(BaseModel):

@@ -36,7 +36,7 @@ from casstore.meta.models import DEFAULT_TENANT, MetadataRecord, MetadataTarget
 from casstore.records import iso_utc
 
 LOG_NAME = "metadata.jsonl"
-_BULK_CHUNK = 20_000
+_BULK_CHUNK = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta_records (
@@ -51,11 +51,23 @@ CREATE TABLE IF NOT EXISTS meta_records (
 CREATE INDEX IF NOT EXISTS meta_records_time ON meta_records (tenant, kind, produced_at);
 """
 
-_UPSERT = (
-    "INSERT INTO meta_records (tenant, kind, target, produced_at, run_id, doc)"
-    " VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, kind, target, produced_at, run_id)"
-    " DO UPDATE SET doc = json_patch(doc, excluded.doc)"
-)
+# One statement per batch: the rows are read from a JSON array of the records by SQLite
+# itself (json_each), so the whole insert runs in C with the GIL released, in step with the
+# next batch being validated. The target column is the target object as SQLite renders it;
+# lookups render their target the same way (``json_extract(?, '$')``), so keys agree.
+_INSERT = """
+INSERT INTO meta_records (tenant, kind, target, produced_at, run_id, doc)
+SELECT json_extract(value, '$.tenant_id'), json_extract(value, '$.kind'),
+       json_extract(value, '$.target'), json_extract(value, '$.produced_at'),
+       coalesce(json_extract(value, '$.context.run_id'), ''), value
+FROM json_each(?)
+WHERE json_type(value) = 'object'
+  AND json_type(value, '$.tenant_id') = 'text' AND json_type(value, '$.kind') = 'text'
+  AND json_type(value, '$.produced_at') = 'text' AND json_type(value, '$.target') = 'object'
+ON CONFLICT (tenant, kind, target, produced_at, run_id)
+DO UPDATE SET doc = json_patch(doc, excluded.doc)
+"""
+_TARGET = "json_extract(?, '$')"
 
 Op = Literal["=", "!=", "<", "<=", ">", ">="]
 _OPS: tuple[Op, ...] = ("!=", "<=", ">=", "=", "<", ">")  # longest first, for parsing
@@ -151,33 +163,23 @@ class MetadataRepository(Protocol):
         ...
 
 
-def _target_key(target: Any) -> str:
-    return json.dumps(target or {}, sort_keys=True, separators=(",", ":"))
-
-
-def _row(doc: dict[str, Any], line: str) -> tuple[str, str, str, str, str, str]:
-    context = doc.get("context") or {}
-    return (
-        doc["tenant_id"],
-        doc["kind"],
-        _target_key(doc.get("target")),
-        doc["produced_at"],
-        context.get("run_id") or "",
-        line,
-    )
+def _insert(db: sqlite3.Connection, lines: list[bytes]) -> int:
+    """Upsert records given as JSON lines; return how many rows were written."""
+    before = db.total_changes
+    db.execute(_INSERT, ((b"[" + b",".join(lines) + b"]").decode("utf-8"),))
+    return db.total_changes - before
 
 
 def _apply(db: sqlite3.Connection, lines: list[bytes]) -> int:
-    rows = []
-    skipped = 0
+    """Replay log lines; a line that is not a JSON record is skipped (and counted)."""
+    good = []
     for line in lines:
         try:
-            text = line.decode("utf-8")
-            rows.append(_row(json.loads(text), text))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            skipped += 1
-    db.executemany(_UPSERT, rows)
-    return skipped
+            json.loads(line)
+        except ValueError:
+            continue
+        good.append(line)
+    return len(lines) - (_insert(db, good) if good else 0)
 
 
 def _clear(db: sqlite3.Connection) -> None:
@@ -239,40 +241,13 @@ class EmbeddedRepository:
         check_payload(record.kind, record.payload, strict=self.strict)
         return record
 
-    def _encode(self, records: list[MetadataRecord]) -> tuple[list[bytes], list[tuple]]:
-        """The log lines and table rows of a batch of validated records."""
-        lines: list[bytes] = []
-        rows: list[tuple] = []
-        keys: dict[Any, str] = {}
-        for record in records:
-            line = record.to_json()
-            lines.append(line.encode("utf-8"))
-            target = record.target
-            try:
-                key = keys[target]
-            except KeyError:
-                key = keys[target] = target.key()
-            except TypeError:  # extras make a target unhashable: no cache
-                key = target.key()
-            rows.append(
-                (
-                    record.tenant_id,
-                    record.kind,
-                    key,
-                    iso_utc(record.produced_at),
-                    record.context.run_id or "",
-                    line,
-                )
-            )
-        return lines, rows
-
-    def _write(self, lines: list[bytes], rows: list[tuple]) -> None:
-        self.journal.append(lines, lambda db: db.executemany(_UPSERT, rows) and None)
+    def _write(self, lines: list[bytes]) -> None:
+        self.journal.append(lines, lambda db: _insert(db, lines) and None)
 
     def store(self, record: MetadataRecord | Mapping[str, Any]) -> MetadataRecord:
         """Validate and store one record (durably); return it with its tenant filled in."""
         prepared = self._prepare(record)
-        self._write(*self._encode([prepared]))
+        self._write([prepared.to_json().encode()])
         return prepared
 
     def bulk_store(
@@ -299,10 +274,10 @@ class EmbeddedRepository:
                         except PayloadError as exc:
                             n = stored + len(prepared) + 1
                             raise PayloadError(f"record {n}: {exc}", kind=exc.kind) from None
-                    encoded = self._encode(prepared)
+                    lines = [record.to_json().encode() for record in prepared]
                     if pending is not None:
                         pending.result()
-                    pending = writer.submit(self._write, *encoded)
+                    pending = writer.submit(self._write, lines)
                     stored += len(prepared)
             finally:
                 if pending is not None:
@@ -323,7 +298,7 @@ class EmbeddedRepository:
     def latest(self, target: MetadataTarget, kind: str) -> MetadataRecord | None:
         """The newest record of ``kind`` about ``target`` for this tenant, or None."""
         found = self._docs(
-            "SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target=?"
+            f"SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target={_TARGET}"
             " ORDER BY produced_at DESC LIMIT 1",
             (self.tenant, kind, target.key()),
         )
@@ -337,7 +312,7 @@ class EmbeddedRepository:
         until: datetime | None = None,
     ) -> list[MetadataRecord]:
         """Every record of ``kind`` about ``target`` in [since, until), oldest first."""
-        sql = "SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target=?"
+        sql = f"SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target={_TARGET}"
         args: list[Any] = [self.tenant, kind, target.key()]
         sql, args = _window(sql, args, since, until)
         return self._docs(sql + " ORDER BY produced_at, run_id", args)
@@ -358,7 +333,7 @@ class EmbeddedRepository:
             sql += " AND kind=?"
             args.append(kind)
         if target is not None:
-            sql += " AND target=?"
+            sql += f" AND target={_TARGET}"
             args.append(target.key())
         sql, args = _window(sql, args, since, until)
         for cond in where:
