@@ -30,15 +30,21 @@ if TYPE_CHECKING:
         InvalidObjectId,
         InvalidRefName,
         LockError,
+        ManifestError,
+        MetadataError,
         ObjectNotFound,
+        PayloadError,
         RefConflict,
         RefError,
         RefNotFound,
+        RunNotFound,
         SourceNotFound,
         StoreFormatError,
         StoreNotFound,
         UsageError,
     )
+    from casstore.meta.models import MetadataContext, MetadataRecord, MetadataTarget
+    from casstore.meta.repository import Condition, MetadataRepository
     from casstore.store import AddResult, ObjectInfo, Store
 
 __all__ = [
@@ -47,17 +53,26 @@ __all__ = [
     "BadRecord",
     "CasError",
     "CommandFailed",
+    "Condition",
     "FetchError",
     "InputError",
     "IntegrityError",
     "InvalidObjectId",
     "InvalidRefName",
     "LockError",
+    "ManifestError",
+    "MetadataContext",
+    "MetadataError",
+    "MetadataRecord",
+    "MetadataRepository",
+    "MetadataTarget",
     "ObjectInfo",
     "ObjectNotFound",
+    "PayloadError",
     "RefConflict",
     "RefError",
     "RefNotFound",
+    "RunNotFound",
     "SourceNotFound",
     "Store",
     "StoreFormatError",
@@ -67,6 +82,13 @@ __all__ = [
 ]
 
 _HOME = {name: "casstore.store" for name in ("AddResult", "ObjectInfo", "Store")}
+_HOME.update(
+    {
+        name: "casstore.meta.models"
+        for name in ("MetadataContext", "MetadataRecord", "MetadataTarget")
+    }
+)
+_HOME.update({name: "casstore.meta.repository" for name in ("Condition", "MetadataRepository")})
 
 
 def __getattr__(name: str) -> Any:
