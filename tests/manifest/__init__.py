@@ -1,0 +1,1 @@
+"""cas manifest export/import and cas export."""
