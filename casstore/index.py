@@ -22,7 +22,7 @@ from typing import Any
 from casstore.errors import StoreFormatError
 from casstore.records import iso_utc, summary
 
-INDEX_VERSION = "3"  # 2: the recipes table; 3: records.fact
+INDEX_VERSION = "4"  # 2: the recipes table; 3: records.fact; 4: records.pipeline_*
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,10 +40,13 @@ CREATE TABLE IF NOT EXISTS records (
     source_id TEXT,
     dataset TEXT,
     transform TEXT,
-    fact TEXT
+    fact TEXT,
+    pipeline_run TEXT,
+    pipeline_step TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_object ON records (object_id, created);
 CREATE INDEX IF NOT EXISTS records_source ON records (source_id, created);
+CREATE INDEX IF NOT EXISTS records_pipeline ON records (pipeline_run, created);
 CREATE TABLE IF NOT EXISTS edges (
     child TEXT NOT NULL,
     parent TEXT NOT NULL,
@@ -167,10 +170,11 @@ class Index:
 
     @staticmethod
     def put_record(db: sqlite3.Connection, rid: str, record: Any) -> None:
-        """Insert a record row and its lineage edges."""
+        """Insert a record row (with the pipeline run and step it names) and its edges."""
+        link = getattr(record, "pipeline", None)
         db.execute(
             "INSERT OR IGNORE INTO records (id, object_id, type, created, source_id, dataset,"
-            " transform, fact) VALUES (?,?,?,?,?,?,?,?)",
+            " transform, fact, pipeline_run, pipeline_step) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 rid,
                 record.object,
@@ -180,6 +184,8 @@ class Index:
                 record.dataset,
                 getattr(record, "transform", None),
                 summary(record),
+                link.run_id if link is not None else None,
+                link.step_id if link is not None else None,
             ),
         )
         db.executemany(

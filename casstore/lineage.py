@@ -19,6 +19,16 @@ from casstore.index import Index
 MAX_PATHS = 1000
 
 
+class NodeRun(BaseModel):
+    """The pipeline run (and step) that produced an object: its earliest record that was
+    written inside a run. Names are filled from the run log when the run is this tenant's."""
+
+    run_id: str
+    step_id: str | None = None
+    pipeline_id: str | None = None
+    step_name: str | None = None
+
+
 class Node(BaseModel):
     """An object in a lineage answer."""
 
@@ -28,6 +38,7 @@ class Node(BaseModel):
     created: str | None
     fact: str | None
     refs: list[str] = []
+    pipeline: NodeRun | None = None
 
 
 class Edge(BaseModel):
@@ -92,17 +103,29 @@ def _nodes(db: sqlite3.Connection, found: dict[str, int], refs: dict[str, list[s
     db.executemany("INSERT INTO _found VALUES (?, ?)", found.items())
     rows = db.execute(
         """
-        SELECT f.id, f.depth, r.type, r.created, r.fact
+        SELECT f.id, f.depth, r.type, r.created, r.fact, p.pipeline_run, p.pipeline_step
         FROM _found f
         LEFT JOIN records r ON r.id = (
             SELECT id FROM records WHERE object_id = f.id ORDER BY created, id LIMIT 1
+        )
+        LEFT JOIN records p ON p.id = (
+            SELECT id FROM records WHERE object_id = f.id AND pipeline_run IS NOT NULL
+            ORDER BY created, id LIMIT 1
         )
         ORDER BY f.depth, r.created, f.id
         """
     ).fetchall()
     return [
-        Node(id=i, depth=d, type=t, created=c, fact=f, refs=refs.get(i, []))
-        for i, d, t, c, f in rows
+        Node(
+            id=i,
+            depth=d,
+            type=t,
+            created=c,
+            fact=f,
+            refs=refs.get(i, []),
+            pipeline=NodeRun(run_id=run, step_id=step) if run else None,
+        )
+        for i, d, t, c, f, run, step in rows
     ]
 
 

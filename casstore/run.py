@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from casstore.errors import CommandFailed, InputError, UsageError
+from casstore.meta.context import current_link
 from casstore.records import DeriveRecord, RunRecord, valid_records
 from casstore.refs import check_ref_name, whoami
 
@@ -202,6 +203,7 @@ def run_command(
                 transform=transform,
                 params=params,
                 action=key,
+                pipeline=current_link(),
             )
             rid = store.record_object(stored, record)
             results.append(RunOutput(path=out, object=stored.id, record_id=rid))
@@ -297,6 +299,7 @@ def derive(
                 host=host,
                 transform=transform,
                 params=params_s,
+                pipeline=current_link(),
             )
             rid = store.record_object(stored, record)
         if ref is not None:

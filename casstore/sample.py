@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from casstore.errors import InvalidRefName, SampleFormatError, UsageError
 from casstore.jsonstream import JsonArrayScanner, Picker, format_error
+from casstore.meta.context import current_link
 from casstore.objects import ObjectWriter, corrupt
 from casstore.records import SampleRecord, valid_records
 from casstore.refs import check_ref_name, whoami
@@ -345,6 +346,7 @@ def sample_object(
                     output_format=output_format,
                     sampler_version=SAMPLER_VERSION,
                     recipe=key,
+                    pipeline=current_link(),
                 )
                 rid = store.record_object(stored, record)
                 store._move_ref(ref_name, stored.id, message="sample")

@@ -23,20 +23,49 @@ class AppContext:
         self.store_path = store_path
         self.store_flag: str | None = None
         self._store: Store | None = None
+        # CAS_RUN, CAS_STEP, CAS_TENANT: the pipeline run a shell step runs in (see
+        # docs/runs.md); read here, checked and handed to the library when the store opens.
+        self.pipeline_env: tuple[str | None, str | None, str | None] = (None, None, None)
+        self._link_token: Any = None
 
     def store(self) -> Store:
         """The store named by ``--store``/``CAS_STORE``, else the nearest one upwards."""
         if self._store is None:
             from casstore.store import Store
 
-            if self.store_path:
-                self._store = Store.open(self.store_path)
-            else:
-                self._store = Store.discover()
+            store = Store.open(self.store_path) if self.store_path else Store.discover()
+            self._link_run(store)
+            self._store = store
         return self._store
 
+    def _link_run(self, store: Store) -> None:
+        """With ``CAS_RUN`` set, every record this command writes names that run (and
+        ``CAS_STEP``): check that they exist, then make them the current link."""
+        run, step, tenant = self.pipeline_env
+        if not run and not step:
+            return
+        from casstore.errors import RunNotFound, UsageError
+        from casstore.meta.context import set_link
+
+        if not run:
+            raise UsageError("CAS_STEP is set but CAS_RUN is not: set both, or neither")
+        try:
+            link = store.runs(tenant or None).link(run, step or None)
+        except RunNotFound as exc:
+            store.close()
+            raise RunNotFound(f"CAS_RUN/CAS_STEP: {exc}") from None
+        except BaseException:
+            store.close()
+            raise
+        self._link_token = set_link(link)
+
     def close(self) -> None:
-        """Close the store if it was opened."""
+        """Close the store if it was opened, and drop the run link it set."""
+        if self._link_token is not None:
+            from casstore.meta.context import reset_link
+
+            reset_link(self._link_token)
+            self._link_token = None
         if self._store is not None:
             self._store.close()
 
@@ -65,6 +94,8 @@ def cli(ctx: click.Context, store_path: str | None) -> None:
     least 4 hex digits, or a ref name (x tries tags/x, sources/x, samples/x, then x).
     """
     app = AppContext(store_path)
+    env = os.environ
+    app.pipeline_env = (env.get("CAS_RUN"), env.get("CAS_STEP"), env.get("CAS_TENANT"))
     # `cas --store DIR init` makes the store there; CAS_STORE alone does not steer init.
     source = ctx.get_parameter_source("store_path")
     app.store_flag = store_path if source == click.core.ParameterSource.COMMANDLINE else None

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 def _label(node: Node) -> str:
     refs = f"  [{', '.join(node.refs)}]" if node.refs else ""
     when = short_time(node.created)
-    return f"{node.id[:12]}  {node.type or '?':<8}  {when}  {node.fact or ''}{refs}"
+    run = ""
+    if node.pipeline is not None:  # made inside a pipeline run: which one, which step
+        p = node.pipeline
+        step = f" step {p.step_name or (p.step_id or '')[:8]}" if p.step_id else ""
+        run = f"  (pipeline {p.pipeline_id or '?'} run {p.run_id[:8]}{step})"
+    return f"{node.id[:12]}  {node.type or '?':<8}  {when}  {node.fact or ''}{refs}{run}"
 
 
 def _graph(lin: Lineage) -> list[str]:
