@@ -16,6 +16,9 @@ they wait for gc), in this order:
    ``prune_content`` drops the bytes of old downloaded ancestors but keeps their records,
    with a ``.pruned`` marker, so lineage still shows URL, headers and hash.
 5. Stray temporary files older than the grace period are removed.
+
+Afterwards, with the lock released, a ``gc_result`` metadata record about the store is
+emitted (see :mod:`casstore.meta.emit`). A dry run changes nothing, so it emits nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from casstore.verify import PRUNED_SUFFIX, stray_tmp
 if TYPE_CHECKING:
     from casstore.refs import ReflogEntry
     from casstore.store import Store
+
 
 class GcPolicy(BaseModel):
     """What gc keeps. Durations in seconds; None: no such rule."""
@@ -340,7 +344,7 @@ def gc(store: Store, policy: GcPolicy, *, dry_run: bool = False) -> GcReport:
             for item in items:
                 _remove(store, item)
         stray = _stray(store, policy, now, dry_run)
-    return GcReport(
+    report = GcReport(
         dry_run=dry_run,
         removed_refs=plan.removed_refs,
         expired_reflog_entries=plan.expired,
@@ -350,6 +354,28 @@ def gc(store: Store, policy: GcPolicy, *, dry_run: bool = False) -> GcReport:
         protected_sources=len(plan.protected),
         stray_tmp=stray,
     )
+    if not dry_run:
+        _emit_result(store, report)
+    return report
+
+
+def _emit_result(store: Store, report: GcReport) -> None:
+    """Emit the run's ``gc_result`` metadata record (about the store itself)."""
+    from casstore.meta.emit import emit
+    from casstore.meta.kinds import GcResult
+
+    result = GcResult(
+        dry_run=report.dry_run,
+        objects=sum(1 for i in report.objects if i.action == "delete"),
+        pruned=sum(1 for i in report.objects if i.action == "prune-content"),
+        bytes=report.bytes,
+        reflog_entries=report.expired_reflog_entries,
+        refs=len(report.removed_refs),
+        kept=report.kept,
+        protected_sources=report.protected_sources,
+        stray_tmp=len(report.stray_tmp),
+    )
+    emit(store, "gc", {"gc_result": result}, producer_id="cas.gc")
 
 
 def _prunable(

@@ -33,6 +33,7 @@ from casstore.errors import (
 )
 from casstore.ids import is_object_id, is_prefix
 from casstore.index import Index
+from casstore.meta.context import current_link
 from casstore.objects import ObjectStore, StoredObject, corrupt
 from casstore.records import (
     DeriveRecord,
@@ -48,10 +49,13 @@ from casstore.records import (
 from casstore.refs import ANY, ReflogEntry, RefStore, RefUpdate, check_ref_name, whoami
 
 if TYPE_CHECKING:
+    from casstore.export import ExportResult
     from casstore.fetch import FetchResult
     from casstore.fetch.sources import SourceRegistry
     from casstore.lineage import Lineage, StaleItem
+    from casstore.meta.manifest import ManifestExport, ManifestImport
     from casstore.meta.repository import EmbeddedRepository
+    from casstore.meta.runs import RunHandle, RunLog
     from casstore.run import Derivation, RunResult
     from casstore.sample import SampleResult
 
@@ -365,13 +369,16 @@ class Store:
         from casstore.lineage import lineage
 
         oid = self.resolve(spec)
-        return lineage(
+        lin = lineage(
             self.index,
             oid,
             direction="descendants" if children else "ancestors",
             depth=depth,
             refs=self.refs_by_object(),
         )
+        if any(n.pipeline for n in lin.nodes):
+            self.runs().name_links(lin.nodes)  # pipeline id and step name of each run
+        return lin
 
     def why(self, spec: str, ancestor: str) -> list[list[str]]:
         """Every path by which object ``spec`` depends on ``ancestor`` (empty: it does not)."""
@@ -399,6 +406,49 @@ class Store:
             self.tmp,
             tenant=tenant or self.config.meta.tenant,
             strict=self.config.meta.strict,
+            lock_timeout=self.config.locks.timeout,
+        )
+
+    def pipeline_run(
+        self,
+        pipeline_id: str,
+        *,
+        trigger_type: str = "manual",
+        trigger_by: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        config_version: str | None = None,
+        tenant: str | None = None,
+    ) -> contextlib.AbstractContextManager[RunHandle]:
+        """A logged pipeline run around a block (``log/runs.jsonl``, see docs/runs.md)::
+
+            with store.pipeline_run("daily_ingest", trigger_type="scheduler") as run:
+                with run.step("download", step_type="fetch") as step:
+                    step.metadata["bytes"] = store.fetch("systems").size
+
+        COMPLETED when the block ends, FAILED with the error when it raises (the error
+        propagates). Records written inside carry the run (and step) in ``pipeline``.
+        ``trigger_by`` defaults to the current user.
+        """
+        from casstore.meta.runs import pipeline_run
+
+        return pipeline_run(
+            self.runs(tenant),
+            pipeline_id,
+            trigger_type=trigger_type,
+            trigger_by=trigger_by if trigger_by is not None else whoami()[0],
+            parameters=parameters,
+            config_version=config_version,
+        )
+
+    def runs(self, tenant: str | None = None) -> RunLog:
+        """The pipeline run log (``log/runs.jsonl`` mirrored into the index) of ``tenant``
+        (default: the store's), for queries and for runs driven step by step."""
+        from casstore.meta.runs import RunLog
+
+        return RunLog(
+            self.index.db,
+            self.root / "log",
+            tenant=tenant or self.config.meta.tenant,
             lock_timeout=self.config.locks.timeout,
         )
 
@@ -490,6 +540,8 @@ class Store:
             "source_id": source_id,
             "dataset": dataset,
             "parents": tuple(parent_ids),
+            # read here, in the caller's thread: the add threads do not see its context
+            "pipeline": current_link(),
         }
         if parent_ids:
             common.update(transform=transform, params=dict(params or {}))
@@ -808,3 +860,26 @@ class Store:
         # The scan runs inside the index's write transaction: a concurrent add either
         # indexed its files before (and the scan sees them) or waits and indexes after.
         idx.rebuild(scan)
+
+    # ---- manifests and export ---------------------------------------------------------
+    def export_manifest(self, *, domain: str, **kwargs: Any) -> ManifestExport:
+        """Write ``<domain>_<process>.manifest.json``: see
+        :func:`casstore.meta.manifest.export_manifest` for options."""
+        from casstore.meta.manifest import export_manifest
+
+        return export_manifest(self, domain=domain, **kwargs)
+
+    def import_manifest(self, path: str | os.PathLike[str], **kwargs: Any) -> ManifestImport:
+        """Store the files a manifest lists: see :func:`casstore.meta.manifest.import_manifest`."""
+        from casstore.meta.manifest import import_manifest
+
+        return import_manifest(self, path, **kwargs)
+
+    def export(
+        self, specs: Iterable[str], out_dir: str | os.PathLike[str], **kwargs: Any
+    ) -> ExportResult:
+        """Copy objects out as named files with SHA256SUMS: see
+        :func:`casstore.export.export_objects`."""
+        from casstore.export import export_objects
+
+        return export_objects(self, specs, out_dir, **kwargs)

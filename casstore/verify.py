@@ -8,6 +8,10 @@ are reported. Nothing is ever deleted: ``quarantine=True`` moves a corrupt objec
 
 Objects are hashed by a small pool of threads (hashlib and blake3 release the GIL), so both
 cores work. ``fast=True`` checks size and BLAKE3 instead of SHA-256.
+
+Each run emits a ``verify_result`` metadata record about the store (see
+:mod:`casstore.meta.emit`), except when the index itself is unreadable: the record could
+not be indexed, and reporting the damage is what matters then.
 """
 
 from __future__ import annotations
@@ -238,11 +242,12 @@ def verify(
             # record problem, and moving good bytes away would leave refs dangling.
             if p.kind == "corrupt-object" and store.objects.exists(p.id):
                 quarantined.append(_quarantine(store, p.id))
-    if not any(p.kind == "index-mismatch" and p.id == "index.sqlite" for p in problems):
+    index_ok = not any(p.kind == "index-mismatch" and p.id == "index.sqlite" for p in problems)
+    if index_ok:
         bad = {p.id for p in problems}
         _remember_verified(store, [oid for oid in digests if oid not in bad])
     seconds = time.monotonic() - started
-    return VerifyReport(
+    report = VerifyReport(
         objects=len(targets),
         records=record_count,
         bytes=total_bytes,
@@ -253,6 +258,32 @@ def verify(
         quarantined=sorted(set(quarantined)),
         index_rebuilt=rebuilt,
     )
+    if index_ok:
+        _emit_result(store, report, full=full)
+    return report
+
+
+def _emit_result(store: Store, report: VerifyReport, *, full: bool) -> None:
+    """Emit the run's ``verify_result`` metadata record (about the store itself)."""
+    from casstore.meta.emit import emit
+    from casstore.meta.kinds import VerifyResult
+
+    kinds: dict[str, int] = {}
+    for p in report.problems:
+        kinds[p.kind] = kinds.get(p.kind, 0) + 1
+    result = VerifyResult(
+        status="ok" if report.clean else "failed",
+        objects=report.objects,
+        records=report.records,
+        bytes=report.bytes,
+        problems=len(report.problems),
+        problem_kinds=kinds or None,
+        quarantined=len(report.quarantined),
+        fast=report.method == "blake3",
+        full=full,
+        duration_ms=round(report.seconds * 1000),
+    )
+    emit(store, "verify", {"verify_result": result}, producer_id="cas.verify")
 
 
 def _orphan_records(store: Store, seen: set[str]) -> list[Problem]:

@@ -56,8 +56,9 @@ def gc(
     Downloaded and imported bytes are kept unless --include-sources. Lineage stays whole:
     everything a kept object was made from is kept too.
     """
-    from casstore.gc import GcPolicy, explain, parse_duration
+    from casstore.gc import GcPolicy, explain
     from casstore.gc import gc as run_gc
+    from casstore.when import parse_duration
 
     store = app.store()
     conf = store.config.gc

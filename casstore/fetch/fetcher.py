@@ -15,6 +15,9 @@ The order of a fetch:
    New bytes: a ``download`` record, the index, then the ref moves by compare-and-swap.
    New bytes whose decompressed content equals the previous one's are reported as
    ``content-unchanged``, so pipelines can skip recomputing.
+6. With the locks released, every successful fetch (unchanged ones too) emits
+   ``ingestion_volume`` and ``ingestion_runtime`` metadata records about the source (see
+   :mod:`casstore.meta.emit`); if that fails, the error says the fetch itself succeeded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,7 +41,8 @@ from casstore.fetch.http import HttpOptions, make_client, split_etag
 from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
 from casstore.ids import is_object_id
-from casstore.records import DownloadRecord
+from casstore.meta.context import current_link, linked
+from casstore.records import DownloadRecord, iso_utc, utcnow
 from casstore.refs import check_ref_name, whoami
 
 if TYPE_CHECKING:
@@ -239,6 +244,7 @@ def fetch(
     own = client is None
     http = client or make_client(HttpOptions(**{**opts.__dict__, "headers": {}}))
     begun = time.monotonic()
+    started = utcnow()
     try:
         with (
             store.lock.hold(),
@@ -259,9 +265,11 @@ def fetch(
                 on_total=on_total,
                 redact=t.redact,
             )
-            return _conclude(
+            fetched = _conclude(
                 store, t, ref, prev_oid, prev, result, time.monotonic() - begun, expected_sha256
             )
+        _emit_fetch(store, t, fetched, result, prev, started, time.monotonic() - begun)
+        return fetched
     except CasError as exc:
         # Messages may quote a server's words: make sure no secret of ours rides along.
         exc.args = (scrub(str(exc), t.secrets),)
@@ -269,6 +277,58 @@ def fetch(
     finally:
         if own:
             http.close()
+
+
+def _emit_fetch(
+    store: Store,
+    t: _Target,
+    fetched: FetchResult,
+    got: DownloadResult,
+    prev: Any,
+    started: datetime,
+    seconds: float,
+) -> None:
+    """Emit the fetch's ``ingestion_volume`` and ``ingestion_runtime`` records.
+
+    A 304 brought no body: its volume is the unchanged object's, from the last download
+    record, so every run of a source shows up in a baseline.
+    """
+    from casstore.meta.emit import emit
+    from casstore.meta.kinds import IngestionRuntime, IngestionVolume
+    from casstore.meta.models import MetadataTarget
+
+    known: Any = got.content if got.content is not None else prev
+    size = prev.size if fetched.not_modified and prev is not None else fetched.size
+    finished = utcnow()
+    emit(
+        store,
+        f"fetch of sources/{t.source_id}",
+        {
+            "ingestion_volume": IngestionVolume(
+                bytes=size,
+                uncompressed_bytes=getattr(known, "uncompressed_size", None),
+                records=getattr(known, "record_count", None),
+                lines=getattr(known, "line_count", None),
+                url=fetched.url,
+                source_id=t.source_id,
+                dataset=t.dataset,
+                object_id=fetched.object,
+                status=fetched.status,
+                not_modified=fetched.not_modified,
+            ),
+            "ingestion_runtime": IngestionRuntime(
+                duration_ms=round(seconds * 1000),
+                retries=got.retries,
+                resumes=got.resumes,
+                started=iso_utc(started),
+                finished=iso_utc(finished),
+                status=fetched.status,
+            ),
+        },
+        producer_id="cas.fetch",
+        target=MetadataTarget(source_id=t.source_id),
+        produced_at=finished,
+    )
 
 
 def _with_headers(client: httpx.Client, headers: Mapping[str, str]) -> httpx.Client:
@@ -354,6 +414,7 @@ def _conclude(
         finished=result.finished,
         retries=result.retries,
         resumes=result.resumes,
+        pipeline=current_link(),
     )
     rid = store.record_object(stored, record)
     if stored.id == prev_oid:
@@ -475,9 +536,11 @@ def fetch_many(
     """
     from casstore.store import Store
 
+    link = current_link()  # the pool's threads do not inherit the caller's context
+
     def one(target: str) -> FetchResult | FetchFailure:
         try:
-            with Store.open(root) as store:
+            with linked(link), Store.open(root) as store:
                 return fetch(store, target, **kwargs)
         except CasError as exc:
             return FetchFailure(target=redact_url(target), error=str(exc))

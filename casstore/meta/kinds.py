@@ -30,15 +30,23 @@ class _Payload(BaseModel):
 
 
 class IngestionVolume(_Payload):
-    """How much one load brought in: bytes and, when known, records and lines."""
+    """How much one load brought in: bytes and, when known, records and lines.
+
+    ``bytes`` is the size of the data the source now serves, also when the load found it
+    unchanged (so a baseline sees every run); ``not_modified`` says the server answered
+    304 and no body was transferred.
+    """
 
     bytes: int = Count
+    uncompressed_bytes: int | None = Field(default=None, ge=0)  # of a gzip/bz2/xz body
     records: int | None = Field(default=None, ge=0)
     lines: int | None = Field(default=None, ge=0)
-    url: str | None = None
+    url: str | None = None  # with secrets redacted, as in the download record
     source_id: str | None = None
+    dataset: str | None = None
     object_id: str | None = None
-    status: str | None = None  # changed, unchanged, content-identical, ...
+    status: str | None = None  # cas fetch: downloaded, content-unchanged, unchanged
+    not_modified: bool | None = None
     filter: str | None = None  # the slice filter, when the load took a slice
     watermark: str | None = None
 
@@ -96,18 +104,32 @@ class VerifyResult(_Payload):
 
     status: Literal["ok", "failed"]
     objects: int = Count
+    records: int = Field(default=0, ge=0)
     bytes: int = Count
     problems: int = Count
+    problem_kinds: dict[str, int] | None = None  # e.g. {"corrupt-object": 1}
+    quarantined: int = Field(default=0, ge=0)
     fast: bool = False
+    full: bool = True  # False when only some objects were checked (ids, subset, budget)
+    duration_ms: int | None = Field(default=None, ge=0)
 
 
 class GcResult(_Payload):
-    """What one ``cas gc`` removed or would remove (emitted by cas itself)."""
+    """What one ``cas gc`` removed or would remove (emitted by cas itself).
+
+    ``cas gc --dry-run`` changes nothing, the metadata log included, so cas itself only
+    emits ``dry_run: false``; the field lets other tools report plans too.
+    """
 
     dry_run: bool
-    objects: int = Count
-    bytes: int = Count
+    objects: int = Count  # objects deleted
+    pruned: int = Field(default=0, ge=0)  # objects whose bytes were dropped, records kept
+    bytes: int = Count  # bytes reclaimed by both
     reflog_entries: int = Field(default=0, ge=0)
+    refs: int = Field(default=0, ge=0)  # refs removed by retention
+    kept: int | None = Field(default=None, ge=0)
+    protected_sources: int | None = Field(default=None, ge=0)
+    stray_tmp: int = Field(default=0, ge=0)
 
 
 KINDS: dict[str, type[_Payload]] = {

@@ -95,6 +95,13 @@ class Condition:
             )
         if self.op not in _OPS:
             raise UsageError(f"unknown operator {self.op!r}")
+        if not isinstance(self.value, str | int | float | bool):
+            # SQLite binds only scalars; a list or object (or null, which equals nothing)
+            # would fail deep in a query or silently match nothing.
+            raise UsageError(
+                f"cannot compare {self.path} with {json.dumps(self.value)}:"
+                " use a string, a number, true or false"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Condition:
@@ -244,6 +251,14 @@ class EmbeddedRepository:
     def _write(self, lines: list[bytes]) -> None:
         self.journal.append(lines, lambda db: _insert(db, lines) and None)
 
+    def validate(self, record: MetadataRecord | Mapping[str, Any]) -> MetadataRecord:
+        """Check a record exactly as :meth:`store` would, without storing it.
+
+        Returns the record with its tenant filled in; raises :class:`PayloadError`. A
+        backfill calls this over a whole file first, so a bad line refuses all of it.
+        """
+        return self._prepare(record)
+
     def store(self, record: MetadataRecord | Mapping[str, Any]) -> MetadataRecord:
         """Validate and store one record (durably); return it with its tenant filled in."""
         prepared = self._prepare(record)
@@ -299,7 +314,7 @@ class EmbeddedRepository:
         """The newest record of ``kind`` about ``target`` for this tenant, or None."""
         found = self._docs(
             f"SELECT doc FROM meta_records WHERE tenant=? AND kind=? AND target={_TARGET}"
-            " ORDER BY produced_at DESC LIMIT 1",
+            " ORDER BY produced_at DESC, run_id DESC LIMIT 1",
             (self.tenant, kind, target.key()),
         )
         return found[0] if found else None
@@ -339,7 +354,8 @@ class EmbeddedRepository:
         for cond in where:
             sql += f" AND json_extract(doc, ?) {cond.op} ?"
             args += [cond.json_path(), cond.value]
-        sql += " ORDER BY produced_at DESC, run_id DESC"
+        # kind and target break the remaining ties, so a limit always cuts the same rows
+        sql += " ORDER BY produced_at DESC, run_id DESC, kind DESC, target DESC"
         if limit is not None:
             if limit < 0:
                 raise UsageError("limit must be 0 or more")
@@ -357,17 +373,25 @@ class EmbeddedRepository:
         return dict(rows.fetchall())
 
     def tail_lines(self, n: int) -> list[str]:
-        """The last ``n`` lines of the log that belong to this tenant."""
-        return _last_lines(self.log_path, n, self.tenant)
+        """The last ``n`` complete lines of the log that belong to this tenant."""
+        from casstore.meta.tail import last_lines
+
+        return last_lines(self.log_path, n, self.tenant)
 
     # ---- retention ---------------------------------------------------------------------
     def compact(
-        self, windows: Mapping[str, float], now: datetime, *, dry_run: bool = False
+        self,
+        windows: Mapping[str, float],
+        now: datetime,
+        *,
+        dry_run: bool = False,
+        tenant: str | None = None,
     ) -> dict[str, int]:
-        """Drop records older than their kind's retention window (seconds), every tenant.
+        """Drop records older than their kind's retention window (seconds).
 
-        Returns the number of log lines dropped per kind. The log is rewritten atomically
-        and the table replayed from it.
+        Every tenant's records, or only ``tenant``'s when given. Returns the number of log
+        lines dropped per kind. The log is rewritten atomically and the table replayed
+        from it.
         """
         cutoffs = {
             kind: iso_utc(datetime.fromtimestamp(now.timestamp() - secs, tz=now.tzinfo))
@@ -379,8 +403,11 @@ class EmbeddedRepository:
             try:
                 doc = json.loads(line)
                 kind, at = doc["kind"], doc["produced_at"]
-            except (ValueError, KeyError, TypeError):
+                owner = doc.get("tenant_id")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 return True  # not ours to judge: compaction never loses what it cannot read
+            if tenant is not None and owner != tenant:
+                return True
             cutoff = cutoffs.get(kind)
             if cutoff is not None and at < cutoff:
                 dropped[kind] = dropped.get(kind, 0) + 1
@@ -429,37 +456,3 @@ def _log_lines(path: Path) -> Iterator[bytes]:
         for line in f:
             if line.endswith(b"\n"):
                 yield line[:-1]
-
-
-def _last_lines(path: Path, n: int, tenant: str) -> list[str]:
-    """The last ``n`` complete lines of ``path`` for ``tenant``, read backwards in blocks."""
-    if n <= 0 or not path.exists():
-        return []
-    found: list[str] = []
-    with open(path, "rb") as f:
-        end = f.seek(0, 2)
-        pos = end
-        rest = b""
-        while pos > 0 and len(found) < n:
-            step = min(1 << 16, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + rest
-            if pos + step == end and not data.endswith(b"\n"):
-                data = data[: data.rfind(b"\n") + 1]  # a write in progress: leave it out
-            lines = data.split(b"\n")
-            rest = lines[0] if pos > 0 else b""
-            body = lines[1:] if pos > 0 else lines
-            for line in reversed(body):
-                if line and _tenant_of(line) == tenant:
-                    found.append(line.decode("utf-8", "replace"))
-                    if len(found) >= n:
-                        break
-    return list(reversed(found))
-
-
-def _tenant_of(line: bytes) -> str | None:
-    try:
-        return json.loads(line).get("tenant_id")
-    except ValueError:
-        return None

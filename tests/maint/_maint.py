@@ -116,7 +116,8 @@ def age(path: Path, seconds: float) -> None:
 
 # The lock file holds the name of its last exclusive holder, and the index is a cache that
 # verify writes its "last verified" times into: neither is part of what must not change.
-_VOLATILE = re.compile(r"^(lock|index\.sqlite(-wal|-shm)?)$")
+# Nor is the metadata log, where each verify and gc run records its result on purpose.
+_VOLATILE = re.compile(r"^(lock|index\.sqlite(-wal|-shm)?|log/metadata\.jsonl)$")
 
 
 def listing(root: Path, *, volatile: bool = False) -> dict[str, bytes]:

@@ -10,8 +10,8 @@ import pytest
 
 from casstore.cli._output import human_size
 from casstore.errors import UsageError
-from casstore.gc import parse_duration
 from casstore.store import Store
+from casstore.when import parse_duration
 from tests._helpers import check_store, object_files
 from tests.maint._maint import (
     HOUR,
