@@ -4,7 +4,9 @@
 target ``source_id``), ``cas verify`` emits ``verify_result`` (``cas.verify``) and ``cas gc``
 emits ``gc_result`` (``cas.gc``), both about the store itself (the empty target). Each is
 emitted by the library function that returns the result, after its work succeeded, into
-the store's default tenant.
+the store's default tenant. The records of one operation share ``context.run_id``; inside
+a pipeline run (see :mod:`casstore.meta.context`) that is the pipeline run's id, with the
+operation's own id and the step in ``context.extras``.
 
 Emission is not best-effort: a record that cannot be stored raises :class:`MetadataError`
 saying that the work itself was done (a fetched object is stored and its ref moved before
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 
 from casstore._version import __version__
 from casstore.errors import CasError, MetadataError
+from casstore.meta.context import current_link
 from casstore.meta.models import MetadataContext, MetadataRecord, MetadataTarget
 
 if TYPE_CHECKING:
@@ -55,6 +58,14 @@ def emit(
         MetadataError: a record could not be validated or stored; the work was done.
     """
     run_id = run_id or new_run_id()
+    link = current_link()
+    if link is not None:  # inside a pipeline run: its id joins these records to the run
+        context = MetadataContext(
+            run_id=link.run_id,
+            extras={"operation_id": run_id, **({"step_id": link.step_id} if link.step_id else {})},
+        )
+    else:
+        context = MetadataContext(run_id=run_id)
     try:
         repo = store.metadata()
         stored = []
@@ -69,7 +80,7 @@ def emit(
                 target=target,
                 payload=data,
                 producer_id=producer_id,
-                context=MetadataContext(run_id=run_id),
+                context=context,
                 version=__version__,
                 **({"produced_at": produced_at} if produced_at is not None else {}),
             )

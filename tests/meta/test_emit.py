@@ -163,3 +163,15 @@ def test_gc_emits_its_result_but_a_dry_run_changes_nothing(store, cas, tmp_path)
     }
     shown = ok(cas("meta", "latest", "--kind", "gc_result")).stdout
     assert shown.split("  ")[1:3] == ["gc_result", "-"]
+
+
+def test_a_fetch_inside_a_pipeline_step_names_the_run_in_its_metadata(faults: FaultServer, store):
+    url = faults.route("/d/items.jsonl", Resource(BODY))
+    with store.pipeline_run("daily_ingest") as run, run.step("download", step_type="fetch") as step:
+        store.fetch(url, source_id="items")
+    target = MetadataTarget(source_id="items")
+    volume = store.metadata().latest(target, "ingestion_volume")
+    runtime = store.metadata().latest(target, "ingestion_runtime")
+    assert volume.context.run_id == runtime.context.run_id == run.id
+    assert volume.context.extras["step_id"] == step.id
+    assert volume.context.extras["operation_id"] == runtime.context.extras["operation_id"]
