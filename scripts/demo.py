@@ -1,6 +1,8 @@
 """The main job, offline: a daily dump served over HTTP on 127.0.0.1, fetched into a store
-with its chain of custody, fetched again unchanged (a 304), fetched when it changes,
-sampled, inspected.
+with its chain of custody, fetched again unchanged (a 304), fetched when it changes inside
+a logged pipeline run, sampled, processed, traced, verified, collected; then its metadata
+queried, a manifest written, the files exported with checksums and the run exported as
+OpenLineage events.
 
 Run by ``scripts/demo.sh``. It works on ``demo-out/``, a copy of the example store
 ``.casstore.example/``, so you can explore it afterwards with
@@ -103,13 +105,25 @@ def main() -> None:
         print("\n# again: a conditional GET, answered 304; no body crosses the wire")
         cas("fetch", "systems")
         cas("fetch", "--check", "systems")
-        print("\n# tomorrow's dump appears on the server")
+        print("\n# tomorrow's dump appears; this time the pipeline logs a run around its steps")
         publish(site, 2, mtime=now)
-        cas("fetch", "systems")
+        run_id = cas("runs", "start", "daily_ingest", "--trigger-type", "scheduler").strip()
+        mine = [CAS, "--store", str(OUT)]
+        cas("runs", "step", run_id, "download", "--type", "fetch", "--", *mine, "fetch", "systems")
         cas("ref", "log", "sources/systems")
         cas("show", "sources/systems", show=30)
         print("\n# samples of today's dump: streamed, reproducible, recorded with their recipe")
-        cas("sample", "sources/systems", "--head", "100")
+        cas("runs", "step", run_id, "sample", "--type", "sample", "--",
+            *mine, "sample", "sources/systems", "--head", "100")  # fmt: skip
+        cas("runs", "finish", run_id)
+        cas("runs", "show", run_id, show=20)
+        print("\n# what the fetches told the metadata repository")
+        cas("meta", "latest", "--kind", "ingestion_volume", "--target", "source_id=systems")
+        cas("meta", "history", "--kind", "ingestion_runtime", "--target", "source_id=systems")
+        cas("meta", "put", "--kind", "recon_result", "--target", "source_id=systems",
+            "--payload", '{"outcome": "PASS", "metric": "rows", "observed": 2000}')  # fmt: skip
+        cas("meta", "query", "--kind", "recon_result", "--where", "payload.outcome=PASS",
+            "--since", "1d")  # fmt: skip
         cas("sample", "sources/systems", "--random", "1000", "--seed", "7")
         print("\n# the same recipe again: answered from the store, the parent is not read")
         cas("sample", "sources/systems", "--random", "1000", "--seed", "7")
@@ -147,6 +161,17 @@ def main() -> None:
         cas("gc", "--explain", "samples/systems/head-100")
         cas("verify")
         cas("ls")
+        print("\n# hand the downloads on: a manifest in the seed's shape, and checked copies")
+        cas("manifest", "export", "--domain", "systems", "--process", "download",
+            "-o", str(OUT / "manifest"))  # fmt: skip
+        cas("export", "sources/systems", "--sha256sum", str(OUT / "export"))
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=OUT / "export",
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        print(f"\n$ (cd demo-out/export && sha256sum -c SHA256SUMS)\n  {check.stdout.strip()}")
+        if check.returncode != 0:
+            sys.exit("demo: the exported files do not match their checksums")
+        print("\n# the run as OpenLineage events, for Marquez or DataHub")
+        cas("runs", "export", "--openlineage", run_id, show=3)
     finally:
         server.shutdown()
     print(f"\ndemo store: {OUT}/.casstore  (try: .venv/bin/cas --store demo-out ls)")
