@@ -19,6 +19,8 @@ Groups:
          (runs scripts/bench_sample.py)
   log    `cas log` of a node 50 levels deep in a 100,000-object store (runs
          scripts/bench_log.py; building the store takes about a minute)
+  meta   the metadata repository: bulk_store of 1,000,000 records, then latest and a
+         filtered 7-day query (runs scripts/bench_meta.py)
   fetch  `cas fetch` of a 1 GiB file from nginx on 127.0.0.1 against
          `curl -s -o FILE URL && openssl dgst -sha256 FILE` and plain curl; the re-fetch of
          the unchanged file (a 304); `cas fetch --all -j 8` over 50 small sources against
@@ -384,7 +386,7 @@ def main() -> None:
     ap.add_argument(
         "groups",
         nargs="*",
-        default=["help", "add", "small", "fetch", "verify", "sample", "log"],
+        default=["help", "add", "small", "fetch", "verify", "sample", "log", "meta"],
     )
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big files")
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per contender")
@@ -432,6 +434,11 @@ def main() -> None:
                     "--runs",
                     str(max(args.runs, 5)),
                 ],
+                check=True,
+            )
+        if "meta" in args.groups:
+            subprocess.run(
+                [sys.executable, str(here / "bench_meta.py"), "--dir", str(work / "meta")],
                 check=True,
             )
     finally:
