@@ -121,16 +121,9 @@ class Index:
         """Close the connection."""
         self.db.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``: writers queue, never deadlock)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        return write_transaction(self.db)
 
     # ---- writers in flight ------------------------------------------------------------
     # A writer registers a token before it writes files and removes it in the transaction
@@ -275,6 +268,18 @@ class Index:
             t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("objects", "records", "edges", "refs")
         }
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection; rollback on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _writer_dead(token: str, since: float) -> bool:

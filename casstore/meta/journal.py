@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from casstore import _fs
+from casstore.index import write_transaction
 
 _STATE = """
 CREATE TABLE IF NOT EXISTS journals (
@@ -91,15 +92,8 @@ class Journal:
         row = self.db.execute("SELECT skipped FROM journals WHERE name=?", (self.name,)).fetchone()
         return row[0] if row else 0
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self.db)
 
     # ---- reading -----------------------------------------------------------------------
     def sync(self) -> None:
