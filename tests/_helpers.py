@@ -135,7 +135,9 @@ def put_download(
     *,
     url: str = "https://data.example.org/dump.json.gz",
     source_id: str | None = None,
+    dataset: str | None = None,
     etag: str | None = None,
+    weak_etag: str | None = None,
     created: datetime | None = None,
 ) -> str:
     """Store ``data`` with a download record, as ``cas fetch`` would; return its id."""
@@ -146,11 +148,13 @@ def put_download(
         size=stored.size,
         blake3=stored.blake3,
         source_id=source_id,
+        dataset=dataset,
         url=url,
         final_url=url,
         http_status=200,
         http_version="HTTP/1.1",
         etag=etag,
+        weak_etag=weak_etag,
         started=when,
         finished=when,
         created=when,

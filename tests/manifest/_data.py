@@ -1,20 +1,19 @@
 """Test data for the manifest and export tests.
 
-``download`` is ``tests._helpers.put_download`` with the two fields a manifest also carries
-(dataset, weak ETag); ``write_manifest`` and ``entry`` write manifests as another pipeline would.
+``download`` is ``tests._helpers.put_download`` with this package's defaults (source
+``systems``); ``write_manifest`` and ``entry`` write manifests as another pipeline would.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from casstore.records import DownloadRecord
 from casstore.store import Store
+from tests._helpers import put_download
 
 
 def download(
@@ -29,26 +28,16 @@ def download(
     when: datetime | None = None,
 ) -> str:
     """Store ``data`` with a download record (as ``cas fetch`` would, without a network)."""
-    stored = store.objects.write(io.BytesIO(data))
-    when = when or datetime.now(UTC)
-    record = DownloadRecord(
-        object=stored.id,
-        size=stored.size,
-        blake3=stored.blake3,
+    return put_download(
+        store,
+        data,
+        url=url,
         source_id=source_id,
         dataset=dataset,
-        url=url,
-        final_url=url,
-        http_status=200,
-        http_version="HTTP/1.1",
         etag=etag,
         weak_etag=weak_etag,
-        started=when,
-        finished=when,
         created=when,
     )
-    store.record_object(stored, record)
-    return stored.id
 
 
 def at(day: int) -> datetime:
