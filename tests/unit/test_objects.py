@@ -266,3 +266,61 @@ def test_missing_object(make):
 def test_open_rejects_a_bad_id(make):
     with pytest.raises(InvalidObjectId):
         make().open("../../etc/passwd")
+
+
+# ---- disk reserved up front for raw output of a known size -------------------------------
+
+
+def _allocated(path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def test_a_large_raw_file_is_stored_whole_and_keeps_no_reserved_blocks(make, tmp_path):
+    store = make()
+    data = random_bytes(3 * CHUNK + 12345)
+    src = tmp_path / "input.bin"
+    src.write_bytes(data)
+    with open(src, "rb") as f:
+        got = store.write(f)
+    assert got.compression == "none"
+    path = store.locate(got.id)[0]
+    assert path.read_bytes() == data
+    # what was reserved for the input's size and not used is given back
+    assert _allocated(path) < len(data) + 64 * 1024
+
+
+def test_a_reserved_writer_that_gets_fewer_bytes_than_announced_frees_the_rest(make):
+    store = make()
+    data = random_bytes(2 * CHUNK + 7)
+    w = store.writer(size_hint=50 * CHUNK)
+    w.write(data)
+    got = w.commit()
+    path = store.locate(got.id)[0]
+    assert path.read_bytes() == data
+    assert os.path.getsize(path) == len(data)
+    assert _allocated(path) < len(data) + 64 * 1024
+
+
+def test_a_reserved_writer_that_compresses_is_not_truncated(make):
+    store = make(policy="zstd")
+    data = JSONISH * 10
+    w = store.writer(size_hint=len(data))
+    w.write(data)
+    got = w.commit()
+    assert got.compression == "zstd"
+    assert read(store, got.id) == data
+
+
+def test_preallocate_keeps_the_file_size(tmp_path):
+    from casstore import _fs
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        reserved = _fs.preallocate(fd, 4 * CHUNK)
+        assert os.fstat(fd).st_size == 0
+        if reserved:  # the filesystem can reserve: the blocks are there
+            assert _allocated(path) >= 4 * CHUNK
+        assert _fs.preallocate(fd, 0) is False
+    finally:
+        os.close(fd)

@@ -257,6 +257,30 @@ def test_add_many_yields_in_order(store, f):
     assert [r.id for r in store.add_many(paths)] == [sha256(f"{i}".encode()) for i in range(10)]
 
 
+def test_add_many_mixes_large_and_small_files_in_input_order(store, f):
+    # files of 64 KiB and more go to threads, smaller ones are stored inline
+    datas = [os.urandom(70_000 if i % 3 else 500) + bytes([i]) for i in range(12)]
+    paths = [f(f"m{i}", d) for i, d in enumerate(datas)]
+    results = list(store.add_many(paths))
+    assert [r.id for r in results] == [sha256(d) for d in datas]
+    created = [store.records(r.id)[0][1].created for r in results]
+    assert created == sorted(created)  # taken in input order, whichever thread stored it
+
+
+def test_add_many_indexes_what_was_stored_before_a_failing_input(store, f, tmp_path):
+    big = [f(f"big{i}", os.urandom(100_000)) for i in range(3)]
+    inputs = [big[0], big[1], str(tmp_path / "missing"), big[2]]
+    with pytest.raises(InputError, match="missing"):
+        list(store.add_many(inputs))
+    for path in big[:2]:
+        oid = sha256(open(path, "rb").read())
+        assert store.resolve(oid) == oid
+        assert store.records(oid)
+    later = sha256(open(big[2], "rb").read())
+    assert not store.objects.exists(later)  # inputs after the failure are not started
+    check_store(store.root)  # and the index agrees with the files: the two were indexed
+
+
 def test_add_a_missing_file(store):
     with pytest.raises(InputError, match="nope"):
         store.add("nope")
