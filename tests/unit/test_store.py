@@ -2,6 +2,7 @@ import getpass
 import io
 import os
 import socket
+from pathlib import Path
 
 import blake3
 import pytest
@@ -273,10 +274,10 @@ def test_add_many_indexes_what_was_stored_before_a_failing_input(store, f, tmp_p
     with pytest.raises(InputError, match="missing"):
         list(store.add_many(inputs))
     for path in big[:2]:
-        oid = sha256(open(path, "rb").read())
+        oid = sha256(Path(path).read_bytes())
         assert store.resolve(oid) == oid
         assert store.records(oid)
-    later = sha256(open(big[2], "rb").read())
+    later = sha256(Path(big[2]).read_bytes())
     assert not store.objects.exists(later)  # inputs after the failure are not started
     check_store(store.root)  # and the index agrees with the files: the two were indexed
 
