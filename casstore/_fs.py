@@ -71,9 +71,10 @@ def _c() -> Any:
         import ctypes  # imported here: 15 ms that only writers need
         import ctypes.util
 
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if getattr(_libc, "fallocate", None) is not None:
-            _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if getattr(libc, "fallocate", None) is not None:
+            libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        _libc = libc  # published only once set up: other threads may be asking too
     return _libc
 
 

@@ -118,13 +118,15 @@ def _input_size(reader: object) -> int | None:
     if fd is None:
         try:
             fd = reader.fileno()  # type: ignore[attr-defined]
-        except (AttributeError, OSError, ValueError):
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
             return None
     try:
         st = os.fstat(fd)
-    except OSError:
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return st.st_size - os.lseek(fd, 0, os.SEEK_CUR)  # what is left to read
+    except (OSError, TypeError, ValueError):
         return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _worth_trying(policy: CompressionPolicy, head: memoryview) -> bool:
@@ -311,8 +313,9 @@ class ObjectStore:
             if progress is not None and n:
                 progress(n)
             return self._write_small(memoryview(first)[:n], expected, md5, durable)
+        size = _input_size(reader)
         fd, tmp = _fs.make_temp_str(self._tmp, "obj")
-        sink = _Sink(fd, self.policy, self._mine().cctx_mt, _input_size(reader))
+        sink = _Sink(fd, self.policy, self._mine().cctx_mt, size)
         hasher = StreamHasher(md5=md5)
         try:
             digests, stored_size = self._pump(reader, n, sink, hasher, progress)

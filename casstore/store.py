@@ -155,6 +155,18 @@ class IndexCounts(BaseModel):
 _Added = tuple[AddResult, StoredObject, RecordBase]
 
 
+def _settle(window: Iterable[_Added | Future[_Added]], batch: list[_Added]) -> BaseException | None:
+    """Finish inputs in flight, appending what they stored to ``batch`` (to be indexed);
+    return the first error among them, in input order."""
+    first: BaseException | None = None
+    for job in window:
+        try:
+            batch.append(job.result() if isinstance(job, Future) else job)
+        except BaseException as exc:
+            first = first or exc
+    return first
+
+
 def _is_store_dir(path: Path) -> bool:
     return (path / "objects").is_dir() and (path / "config.toml").is_file()
 
@@ -617,7 +629,16 @@ class Store:
                         pool = ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add")
                     window.append(pool.submit(self._add_one, src, stamp, derived, progress))
                 else:
-                    window.append(self._add_one(src, stamp, derived, progress))
+                    try:
+                        window.append(self._add_one(src, stamp, derived, progress))
+                    except BaseException as exc:
+                        # Inputs before this one are still in flight: settle them first,
+                        # so the error reported is the first in input order.
+                        earlier = _settle(window, batch)
+                        window.clear()
+                        if earlier is not None:
+                            raise earlier from exc
+                        raise
                 while window and (len(window) >= _ADD_WINDOW or not isinstance(window[0], Future)):
                     head = window.popleft()
                     yield head.result() if isinstance(head, Future) else head
@@ -625,9 +646,7 @@ class Store:
                 head = window.popleft()
                 yield head.result() if isinstance(head, Future) else head
         except BaseException:
-            for job in window:
-                with contextlib.suppress(BaseException):
-                    batch.append(job.result() if isinstance(job, Future) else job)
+            _settle(window, batch)  # later inputs: their own errors are not the first
             raise
         finally:
             if pool is not None:

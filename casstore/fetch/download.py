@@ -313,9 +313,10 @@ def _receive(
     The pieces httpx yields cost Python work each (about 1 s of CPU per GiB here, as much
     as SHA-256). So for an HTTP/1.1 body of known length, after the first piece (which
     takes whatever the parser holds past the headers), the rest is read from the socket
-    straight into the object writer's buffers.
+    straight into the object writer's buffers. With ``opts.chunk_size`` set, httpx holds
+    bytes back to re-chunk them, so that path is not taken.
     """
-    sock = _plain_socket(resp)
+    sock = _plain_socket(resp) if opts.chunk_size is None else None
     length = int(resp.headers["content-length"]) if sock is not None else 0
     got = 0
     # Held in a name: when the iterator is dropped, httpx closes the response and socket.
@@ -325,23 +326,40 @@ def _receive(
         got += len(chunk)
         if max_size is not None and body.received > max_size:
             raise FetchError(f"{shown}: body exceeds --max-size ({max_size} bytes)", url=shown)
-        if sock is not None:
-            break
+        if sock is not None and got < length:
+            break  # the rest from the socket (a body already whole ends normally, reusable)
     if sock is None or got >= length:
         return
-    sock.settimeout(opts.timeout)
-    try:
-        n = body.read_from(sock.recv_into, length - got)
-    except TimeoutError as exc:
-        raise httpx.ReadTimeout(f"read timed out: {exc}", request=resp.request) from exc
-    except OSError as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__, request=resp.request) from exc
+    if max_size is not None and body.received + (length - got) > max_size:
+        raise FetchError(f"{shown}: body exceeds --max-size ({max_size} bytes)", url=shown)
+    n = body.read_from(_SocketReader(sock, opts.timeout, resp.request), length - got)
     if got + n < length:
         raise httpx.RemoteProtocolError(
             f"peer closed connection without sending complete message body"
             f" (received {got + n} bytes, expected {length})",
             request=resp.request,
         )
+
+
+class _SocketReader:
+    """``recv_into`` with the socket's failures as httpx's network errors (retried).
+
+    Only the socket's own errors are mapped: a failing write or hash in the object writer
+    must not pass for a network error and be resumed.
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float, request: httpx.Request) -> None:
+        self.sock = sock
+        self.request = request
+        sock.settimeout(timeout)
+
+    def __call__(self, view: memoryview) -> int:
+        try:
+            return self.sock.recv_into(view)
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(f"read timed out: {exc}", request=self.request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=self.request) from exc
 
 
 def _plain_socket(resp: httpx.Response) -> socket.socket | None:

@@ -298,8 +298,6 @@ class EmbeddedRepository:
         stored = 0
         # Two stages in step: this thread validates and encodes a chunk while a writer
         # thread appends and indexes the one before (SQLite releases the GIL as it works).
-        # Two stages in step: this thread validates and encodes a chunk while a writer
-        # thread appends and indexes the one before (SQLite releases the GIL as it works).
         # Only encoded lines are kept, never the records: bytes are not tracked by the
         # garbage collector, and 50,000 live models made its passes cost a third of the time.
         with ThreadPoolExecutor(1, thread_name_prefix="cas-meta") as writer:

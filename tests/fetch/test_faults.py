@@ -745,3 +745,37 @@ def test_registered_source_takes_secrets_from_the_environment(faults: FaultServe
     assert ok.lines[0].startswith(f"downloaded {sha256(body)}  sources/envsrc")
     assert seen_auth == ["Bearer s3cr3t"]  # the refused fetch never reached the server
     _assert_no_secret_in(store.root, ok.stdout, ok.stderr, missing.stderr)
+
+
+# ---- the body read straight from the socket ------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4096, 65536])
+def test_a_body_is_stored_whole_whatever_the_read_size(faults: FaultServer, store, chunk_size):
+    # None takes the socket path after the first piece; a chunk size keeps httpx's own
+    # re-chunking (which holds bytes back), so both must give the same object
+    body = noise(300_000, seed=5)
+    url = faults.route("/whole.bin", Resource(body, etag='"w-1"'))
+    result = store.fetch(url, opts=fast(chunk_size=chunk_size))
+    assert result.object == sha256(body)
+    assert result.record["resumes"] == 0 and result.record["retries"] == 0
+    assert stored_bytes(store, result.object) == body
+
+
+def test_a_failing_disk_write_is_not_taken_for_a_network_error(
+    faults: FaultServer, store, monkeypatch
+):
+    import errno
+
+    from casstore.objects import ObjectWriter
+
+    def full(self, chunk):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ObjectWriter, "_io", full)
+    body = noise(4 << 20, seed=6)
+    url = faults.route("/full.bin", Resource(body, etag='"f-1"'))
+    with pytest.raises(OSError, match="No space left"):
+        store.fetch(url, opts=fast(retries=3))
+    assert len(faults.seen("/full.bin", "GET")) == 1  # not retried, not resumed
+    assert_no_trace(store.root)
