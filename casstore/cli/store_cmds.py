@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 import click
@@ -129,7 +130,7 @@ def add(
     param_map = _parse_params(params)
     inputs = list(expand_inputs(files))
     sources = [sys.stdin.buffer if p == "-" else p for p in inputs]
-    total = sum(os.path.getsize(p) for p in inputs if p != "-" and os.path.isfile(p))
+    total = sum(_regular_size(p) for p in inputs if p != "-")
     results = []
     with byte_progress(total, "adding") as progress:
         for result in store.add_many(
@@ -151,6 +152,15 @@ def add(
                 sys.stdout.buffer.flush()
     if as_json:
         emit_json(results)
+
+
+def _regular_size(path: str) -> int:
+    """A regular file's size (one ``stat``), else 0: the progress bar's total."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 @cli.command()

@@ -304,6 +304,21 @@ def test_expand_inputs(tmp_path, f):
         list(expand_inputs(["in/missing"]))
 
 
+def test_expand_inputs_follows_file_links_but_not_directory_links(tmp_path, f, monkeypatch):
+    f("t/a.txt", b"a")
+    f("t/z/deep.txt", b"d")
+    f("elsewhere/e.txt", b"e")
+    os.symlink(tmp_path / "in/t/a.txt", tmp_path / "in/t/b-link.txt")
+    os.symlink(tmp_path / "in/elsewhere", tmp_path / "in/t/c-dirlink")
+    os.symlink(tmp_path / "in/nowhere", tmp_path / "in/t/d-broken")
+    monkeypatch.chdir(tmp_path)
+    assert list(expand_inputs(["in/t"])) == [
+        os.path.join("in/t", "a.txt"),
+        os.path.join("in/t", "b-link.txt"),
+        os.path.join("in/t/z", "deep.txt"),
+    ]
+
+
 # ---- resolve ----------------------------------------------------------------------------
 
 
