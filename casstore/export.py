@@ -181,9 +181,7 @@ def _copy_verified(store: Store, object_id: str, fd: int, buf: bytearray) -> Non
             if not n:
                 break
             sha.update(view[:n])
-            chunk = view[:n]
-            while chunk:
-                chunk = chunk[out.write(chunk) :]
+            _fs.write_all(out.fileno(), view[:n])
     actual = sha.hexdigest()
     if actual != object_id:
         raise IntegrityError(

@@ -100,7 +100,7 @@ class _Sink:
             if self._hint is not None and not self._reserved and self._hint > CHUNK:
                 # Raw output: it will be as long as the input (see _fs.preallocate).
                 self._reserved = _fs.preallocate(self.file.fileno(), self._hint)
-            _write_all(self.file, chunk)
+            _fs.write_all(self.file.fileno(), chunk)
 
     def close(self) -> int:
         if self._zobj is not None:
@@ -144,12 +144,6 @@ def _check_expected(actual: str, expected: str | None) -> None:
             expected=expected,
             actual=actual,
         )
-
-
-def _write_all(f: io.FileIO, view: memoryview) -> None:
-    while view:
-        n = f.write(view)
-        view = view[n:]
 
 
 class FdReader:

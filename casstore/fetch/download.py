@@ -140,19 +140,6 @@ class _Content:
         return self.checker.finish()
 
 
-class _Counted:
-    """A ``readinto`` that counts what it delivered (bytes read before an error count)."""
-
-    def __init__(self, readinto: Callable[[memoryview], int]) -> None:
-        self.readinto = readinto
-        self.total = 0
-
-    def __call__(self, view: memoryview) -> int:
-        k = self.readinto(view)
-        self.total += k
-        return k
-
-
 class _Body:
     """The state of a body being received, across resumes."""
 
@@ -176,13 +163,13 @@ class _Body:
         self.writer.write(chunk)
         self.received += len(chunk)
 
-    def read_from(self, readinto: Callable[[memoryview], int], n: int) -> int:
-        """Up to ``n`` bytes straight from ``readinto``; counted even when it then fails."""
-        counted = _Counted(readinto)
+    def read_from(self, reader: _SocketReader, n: int) -> int:
+        """Up to ``n`` bytes straight from ``reader``; counted even when it then fails."""
+        before = reader.total
         try:
-            return self.writer.read_from(counted, n)
+            return self.writer.read_from(reader, n)
         finally:
-            self.received += counted.total
+            self.received += reader.total - before
 
     def restart(self) -> None:
         self.writer.restart()
@@ -342,7 +329,8 @@ def _receive(
 
 
 class _SocketReader:
-    """``recv_into`` with the socket's failures as httpx's network errors (retried).
+    """``recv_into`` with the socket's failures as httpx's network errors (retried), and a
+    count of the bytes it delivered (bytes read before an error count too).
 
     Only the socket's own errors are mapped: a failing write or hash in the object writer
     must not pass for a network error and be resumed.
@@ -351,11 +339,14 @@ class _SocketReader:
     def __init__(self, sock: socket.socket, timeout: float, request: httpx.Request) -> None:
         self.sock = sock
         self.request = request
+        self.total = 0
         sock.settimeout(timeout)
 
     def __call__(self, view: memoryview) -> int:
         try:
-            return self.sock.recv_into(view)
+            k = self.sock.recv_into(view)
+            self.total += k
+            return k
         except TimeoutError as exc:
             raise httpx.ReadTimeout(f"read timed out: {exc}", request=self.request) from exc
         except OSError as exc:
