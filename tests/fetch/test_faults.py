@@ -779,3 +779,30 @@ def test_a_failing_disk_write_is_not_taken_for_a_network_error(
         store.fetch(url, opts=fast(retries=3))
     assert len(faults.seen("/full.bin", "GET")) == 1  # not retried, not resumed
     assert_no_trace(store.root)
+
+
+def test_a_resume_read_from_the_socket_is_held_to_max_size(faults: FaultServer, store):
+    # The first answer is chunked, so it has no Content-Length for the up-front check, and
+    # is cut; the resume announces a body far beyond --max-size: refused before it is read.
+    big = noise(3 << 20, seed=7)
+    limit = 1 << 20
+
+    def handler(req):
+        rng = req.header("range")
+        if rng is None:
+            req.start(200, {"ETag": '"m-1"', "Transfer-Encoding": "chunked"})
+            req.write(b"%x\r\n" % 100_000 + big[:100_000] + b"\r\n")
+            req.drop()
+            return
+        start = int(rng.removeprefix("bytes=").rstrip("-"))
+        req.reply(
+            206,
+            big[start:],
+            {"ETag": '"m-1"', "Content-Range": f"bytes {start}-{len(big) - 1}/{len(big)}"},
+        )
+
+    url = faults.route("/capped.bin", handler)
+    with pytest.raises(FetchError, match="max-size"):
+        store.fetch(url, opts=fast(), max_size=limit)
+    assert len(faults.seen("/capped.bin", "GET")) == 2  # the resume was asked for
+    assert_no_trace(store.root)
