@@ -103,6 +103,26 @@ def transfer_progress(
         yield (lambda n: bar.advance(task, n)), set_total
 
 
+@contextlib.contextmanager
+def count_progress(total: int, label: str) -> Iterator[Callable[[], None] | None]:
+    """A bar counting finished items (``12/50``) on a terminal: yields a callback to call
+    once per item, or None without a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task, 1)
+
+
 def _bar() -> Any:
     """A transient rich bar on stderr: bytes, rate and ETA (rich is imported only here)."""
     from rich.progress import (

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app
-from casstore.cli._output import emit_json, human_size, table, transfer_progress
+from casstore.cli._output import count_progress, emit_json, human_size, table, transfer_progress
 
 if TYPE_CHECKING:
     from casstore.fetch import HttpOptions
@@ -194,7 +194,10 @@ def fetch(
         raise click.UsageError("--source and --sha256 apply to a single fetch")
     from casstore.fetch import fetch_many
 
-    results = fetch_many(store.root, names, jobs=jobs, **kwargs)
+    label = f"fetching {len(names)} sources, {jobs} at once"
+    with count_progress(len(names), label) as advance:
+        on_done = (lambda _result: advance()) if advance is not None else None
+        results = fetch_many(store.root, names, jobs=jobs, on_done=on_done, **kwargs)
     if as_json:
         emit_json(results)
     else:

@@ -10,6 +10,7 @@ the download start over. Only when every integrity tier passes is the object pla
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -17,7 +18,7 @@ import shutil
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -177,6 +178,166 @@ class _Body:
         self.received = 0
 
 
+class _Download:
+    """One download's protocol state across its requests: what to ask next, what each
+    answer means, when to retry. It does no I/O of its own, so the blocking
+    (:func:`download`) and the asyncio (:func:`download_async`) drivers share every rule.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        objects: ObjectStore,
+        *,
+        opts: HttpOptions,
+        validators: Validators | None,
+        expected_sha256: str | None,
+        max_size: int | None,
+        progress: Callable[[int], None] | None,
+        on_total: Callable[[int | None], None] | None,
+        redact: Callable[[str], str],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.objects = objects
+        self.opts = opts
+        self.validators = validators
+        self.expected_sha256 = expected_sha256
+        self.max_size = max_size
+        self.progress = progress
+        self.on_total = on_total
+        self.redact = redact
+        self.extra = dict(headers or {})
+        self.started = datetime.now(UTC)
+        self.shown = redact(url)
+        self.body: _Body | None = None
+        self.info: ResponseInfo | None = None
+        self.resume_with: str | None = None  # strong ETag, else Last-Modified
+        self.total: int | None = None
+        self.retries = self.resumes = 0
+        self.resuming = False
+
+    def headers(self) -> dict[str, str]:
+        """The headers of the next request: conditional at first, a resume after a cut."""
+        headers = dict(self.extra)
+        body = self.body
+        self.resuming = body is not None and body.received > 0 and self.resume_with is not None
+        if body is None and self.validators:
+            headers.update(self.validators.headers())
+        if self.resuming:
+            assert body is not None and self.resume_with is not None
+            headers["Range"] = f"bytes={body.received}-"
+            headers["If-Range"] = self.resume_with
+        return headers
+
+    def start(self, resp: httpx.Response) -> DownloadResult | None:
+        """Judge a response's status line and headers.
+
+        Returns the result when there is no body to read (304); None when the body is to
+        be received into :attr:`body`. Raises for a status to retry or to fail on.
+        """
+        status = resp.status_code
+        if status == 304 and self.body is None and self.validators:
+            return DownloadResult(
+                info=ResponseInfo.of(self.url, resp, self.redact),
+                not_modified=True,
+                started=self.started,
+                finished=datetime.now(UTC),
+                retries=self.retries,
+            )
+        if status in RETRY_STATUS:
+            raise _RetryableStatus(status, retry_after(resp))
+        if self.resuming and status == 206:
+            assert self.body is not None
+            _check_range(resp, self.body.received, self.shown)
+            self.resumes += 1
+        elif status == 200:
+            self.info = info = ResponseInfo.of(self.url, resp, self.redact)
+            self.total = info.content_length
+            _check_size(info, self.max_size, self.objects, self.shown)
+            if self.body is not None:
+                # Range ignored, or the resource changed: start over, and let this
+                # response decide (Content-MD5 or not) what to compute.
+                self.body.writer.abort()
+            self.body = _Body(self.objects, bool(info.content_md5), self.progress, self.total)
+            self.resume_with = info.etag or info.last_modified
+            if self.on_total is not None:
+                self.on_total(self.total)
+        elif self.resuming and status in (412, 416):
+            assert self.body is not None
+            self.body.restart()  # cannot continue: start over on the next round
+            raise _RetryableStatus(status, 0.0)
+        else:
+            raise FetchError(
+                f"{self.shown}: HTTP {status} {resp.reason_phrase}".rstrip(),
+                url=self.shown,
+                status=status,
+            )
+        return None
+
+    def stream_failed(self, exc: IntegrityError) -> IntegrityError:
+        """The error for a body the format checker found corrupt while it streamed."""
+        return IntegrityError(
+            f"{self.shown}: stream check failed: {exc}; nothing stored", what="stream"
+        )
+
+    def check_received(self, coming: int = 0) -> None:
+        """``--max-size`` against the bytes received so far, plus ``coming`` announced."""
+        assert self.body is not None
+        if self.max_size is not None and self.body.received + coming > self.max_size:
+            raise FetchError(
+                f"{self.shown}: body exceeds --max-size ({self.max_size} bytes)", url=self.shown
+            )
+
+    def delay(self, exc: Exception) -> float:
+        """After a failed request: the seconds to wait before the next one, or the error
+        to give up with (retries exhausted, or a failure no retry can mend)."""
+        shown = self.shown
+        if isinstance(exc, httpx.TooManyRedirects):
+            raise FetchError(
+                f"{shown}: redirect loop or more than 10 redirects", url=shown
+            ) from exc
+        if isinstance(exc, _RetryableStatus):
+            if self.retries >= self.opts.retries:
+                raise FetchError(
+                    f"{shown}: HTTP {exc.status} after {self.retries} retries",
+                    url=shown,
+                    status=exc.status,
+                ) from None
+            wait = backoff_delay(self.retries, self.opts.backoff, exc.hint)
+        else:
+            assert isinstance(exc, httpx.HTTPError)
+            if not is_retryable_error(exc) or self.retries >= self.opts.retries:
+                raise FetchError(
+                    f"{shown}: {_describe(exc)} (after {self.retries} retries)", url=shown
+                ) from exc
+            body = self.body
+            if body is not None and body.received and self.resume_with is None:
+                body.restart()  # no strong validator: resuming could splice two versions
+            wait = backoff_delay(self.retries, self.opts.backoff)
+        self.retries += 1
+        return wait
+
+    def finish(self) -> DownloadResult:
+        """Every integrity tier, then the object is placed (durably)."""
+        assert self.body is not None and self.info is not None
+        return _finish(
+            self.body,
+            self.info,
+            self.total,
+            self.expected_sha256,
+            self.shown,
+            self.started,
+            self.retries,
+            self.resumes,
+        )
+
+    def abort(self) -> None:
+        """Leave nothing behind."""
+        if self.body is not None:
+            self.body.writer.abort()
+
+
 def download(
     client: httpx.Client,
     url: str,
@@ -190,112 +351,104 @@ def download(
     on_total: Callable[[int | None], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     redact: Callable[[str], str] = redact_url,
+    headers: Mapping[str, str] | None = None,
 ) -> DownloadResult:
     """Fetch ``url`` into ``objects``; see the module docstring for the rules.
+
+    ``headers`` are added to every request (a source's credentials), so one client can
+    serve many sources.
 
     Raises:
         FetchError: HTTP errors, retries exhausted, size limits, redirect loops.
         IntegrityError: the body failed a tier (content-length, content-md5, stream, sha256).
     """
-    started = datetime.now(UTC)
-    shown = redact(url)
-    body: _Body | None = None
-    info: ResponseInfo | None = None
-    resume_with: str | None = None  # strong ETag, else Last-Modified
-    total: int | None = None
-    retries = resumes = 0
+    d = _Download(
+        url,
+        objects,
+        opts=opts,
+        validators=validators,
+        expected_sha256=expected_sha256,
+        max_size=max_size,
+        progress=progress,
+        on_total=on_total,
+        redact=redact,
+        headers=headers,
+    )
     try:
         while True:
-            headers: dict[str, str] = {}
-            resuming = body is not None and body.received > 0 and resume_with is not None
-            if body is None and validators:
-                headers.update(validators.headers())
-            if resuming:
-                assert body is not None and resume_with is not None
-                headers["Range"] = f"bytes={body.received}-"
-                headers["If-Range"] = resume_with
             try:
-                with client.stream("GET", url, headers=headers) as resp:
-                    status = resp.status_code
-                    if status == 304 and body is None and validators:
-                        return DownloadResult(
-                            info=ResponseInfo.of(url, resp, redact),
-                            not_modified=True,
-                            started=started,
-                            finished=datetime.now(UTC),
-                            retries=retries,
-                        )
-                    if status in RETRY_STATUS:
-                        raise _RetryableStatus(status, retry_after(resp))
-                    if resuming and status == 206:
-                        assert body is not None
-                        _check_range(resp, body.received, shown)
-                        resumes += 1
-                    elif status == 200:
-                        info = ResponseInfo.of(url, resp, redact)
-                        total = info.content_length
-                        _check_size(info, max_size, objects, shown)
-                        if body is not None:
-                            # Range ignored, or the resource changed: start over, and let
-                            # this response decide (Content-MD5 or not) what to compute.
-                            body.writer.abort()
-                        body = _Body(objects, bool(info.content_md5), progress, total)
-                        resume_with = info.etag or info.last_modified
-                        if on_total is not None:
-                            on_total(total)
-                    elif resuming and status in (412, 416):
-                        assert body is not None
-                        body.restart()  # cannot continue: start over on the next round
-                        raise _RetryableStatus(status, 0.0)
-                    else:
-                        raise FetchError(
-                            f"{shown}: HTTP {status} {resp.reason_phrase}".rstrip(),
-                            url=shown,
-                            status=status,
-                        )
-                    assert body is not None
+                with client.stream("GET", url, headers=d.headers()) as resp:
+                    done = d.start(resp)
+                    if done is not None:
+                        return done
                     try:
-                        _receive(resp, body, opts, max_size, shown)
-                    except IntegrityError as exc:  # the format checker, while streaming
-                        raise IntegrityError(
-                            f"{shown}: stream check failed: {exc}; nothing stored",
-                            what="stream",
-                        ) from exc
+                        _receive(resp, d, opts)
+                    except IntegrityError as exc:
+                        raise d.stream_failed(exc) from exc
                 break
-            except httpx.TooManyRedirects as exc:
-                raise FetchError(
-                    f"{shown}: redirect loop or more than 10 redirects", url=shown
-                ) from exc
-            except _RetryableStatus as exc:
-                if retries >= opts.retries:
-                    raise FetchError(
-                        f"{shown}: HTTP {exc.status} after {retries} retries",
-                        url=shown,
-                        status=exc.status,
-                    ) from None
-                sleep(backoff_delay(retries, opts.backoff, exc.hint))
-                retries += 1
-            except httpx.HTTPError as exc:
-                if not is_retryable_error(exc) or retries >= opts.retries:
-                    raise FetchError(
-                        f"{shown}: {_describe(exc)} (after {retries} retries)", url=shown
-                    ) from exc
-                if body is not None and body.received and resume_with is None:
-                    body.restart()  # no strong validator: resuming could splice two versions
-                sleep(backoff_delay(retries, opts.backoff))
-                retries += 1
-        assert body is not None and info is not None
-        return _finish(body, info, total, expected_sha256, shown, started, retries, resumes)
+            except (_RetryableStatus, httpx.HTTPError) as exc:
+                sleep(d.delay(exc))
+        return d.finish()
     except BaseException:
-        if body is not None:
-            body.writer.abort()
+        d.abort()
         raise
 
 
-def _receive(
-    resp: httpx.Response, body: _Body, opts: HttpOptions, max_size: int | None, shown: str
-) -> None:
-    """Read the response's body into ``body``.
+async def download_async(
+    client: httpx.AsyncClient,
+    url: str,
+    objects: ObjectStore,
+    *,
+    opts: HttpOptions,
+    validators: Validators | None = None,
+    expected_sha256: str | None = None,
+    max_size: int | None = None,
+    redact: Callable[[str], str] = redact_url,
+    headers: Mapping[str, str] | None = None,
+) -> DownloadResult:
+    """:func:`download` on an asyncio event loop, for many fetches at once on one client.
+
+    The same rules and the same writer; the body comes in httpx's pieces. The closing
+    work that blocks (the last writes, fsync and rename) runs in a worker thread, so the
+    loop keeps serving the other downloads.
+    """
+    d = _Download(
+        url,
+        objects,
+        opts=opts,
+        validators=validators,
+        expected_sha256=expected_sha256,
+        max_size=max_size,
+        progress=None,
+        on_total=None,
+        redact=redact,
+        headers=headers,
+    )
+    try:
+        while True:
+            try:
+                async with client.stream("GET", url, headers=d.headers()) as resp:
+                    done = d.start(resp)
+                    if done is not None:
+                        return done
+                    assert d.body is not None
+                    try:
+                        async for chunk in resp.aiter_raw(opts.chunk_size):
+                            d.body.feed(chunk)
+                            d.check_received()
+                    except IntegrityError as exc:
+                        raise d.stream_failed(exc) from exc
+                break
+            except (_RetryableStatus, httpx.HTTPError) as exc:
+                await asyncio.sleep(d.delay(exc))
+        return await asyncio.to_thread(d.finish)
+    except BaseException:
+        d.abort()
+        raise
+
+
+def _receive(resp: httpx.Response, d: _Download, opts: HttpOptions) -> None:
+    """Read the response's body into ``d.body``.
 
     The pieces httpx yields cost Python work each (about 1 s of CPU per GiB here, as much
     as SHA-256). So for an HTTP/1.1 body of known length, after the first piece (which
@@ -303,6 +456,8 @@ def _receive(
     straight into the object writer's buffers. With ``opts.chunk_size`` set, httpx holds
     bytes back to re-chunk them, so that path is not taken.
     """
+    body = d.body
+    assert body is not None
     sock = _plain_socket(resp) if opts.chunk_size is None else None
     length = int(resp.headers["content-length"]) if sock is not None else 0
     got = 0
@@ -311,14 +466,12 @@ def _receive(
     for chunk in pieces:
         body.feed(chunk)
         got += len(chunk)
-        if max_size is not None and body.received > max_size:
-            raise FetchError(f"{shown}: body exceeds --max-size ({max_size} bytes)", url=shown)
+        d.check_received()
         if sock is not None and got < length:
             break  # the rest from the socket (a body already whole ends normally, reusable)
     if sock is None or got >= length:
         return
-    if max_size is not None and body.received + (length - got) > max_size:
-        raise FetchError(f"{shown}: body exceeds --max-size ({max_size} bytes)", url=shown)
+    d.check_received(coming=length - got)
     n = body.read_from(_SocketReader(sock, opts.timeout, resp.request), length - got)
     if got + n < length:
         raise httpx.RemoteProtocolError(

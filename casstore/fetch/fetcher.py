@@ -22,11 +22,14 @@ The order of a fetch:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,12 +39,12 @@ from pydantic import BaseModel
 
 from casstore import _fs
 from casstore.errors import CasError, FetchError, IntegrityError, SourceNotFound, UsageError
-from casstore.fetch.download import DownloadResult, Validators, download
-from casstore.fetch.http import HttpOptions, make_client, split_etag
+from casstore.fetch.download import DownloadResult, Validators, download, download_async
+from casstore.fetch.http import HttpOptions, make_async_client, make_client, split_etag
 from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
 from casstore.ids import is_object_id
-from casstore.meta.context import current_link, linked
+from casstore.meta.context import current_link
 from casstore.records import DownloadRecord, iso_utc, utcnow
 from casstore.refs import check_ref_name, whoami
 
@@ -208,6 +211,91 @@ def _validators(prev: Any, target: _Target) -> Validators | None:
     return Validators(etag=prev.etag, weak_etag=prev.weak_etag, last_modified=prev.last_modified)
 
 
+class _Job:
+    """One fetch's work around its download: the target, the locks, the previous state,
+    and what the outcome does to the store. Shared by :func:`fetch` (blocking) and
+    :func:`fetch_many` (asyncio), which differ only in how the body is downloaded.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        target: str,
+        *,
+        source_id: str | None,
+        dataset: str | None,
+        expected_sha256: str | None,
+        opts: HttpOptions,
+        env: Mapping[str, str],
+    ) -> None:
+        self.store = store
+        self.t = t = resolve_target(
+            store, target, source_id=source_id, dataset=dataset, headers=opts.headers, env=env
+        )
+        if expected_sha256 is not None:
+            expected_sha256 = expected_sha256.lower()
+            if not is_object_id(expected_sha256):
+                raise UsageError(f"--sha256 wants 64 hex digits, got {expected_sha256!r}")
+        self.expected = expected_sha256
+        self.ref = f"sources/{t.source_id}"
+        flat = t.source_id.replace("/", "%2F")
+        if len(flat) > 200:  # too long for a file name: name the lock by a hash of the id
+            flat = "h-" + hashlib.sha256(t.source_id.encode()).hexdigest()
+        self.lock_path = store.root / "locks" / "fetch" / flat
+        self.begun = time.monotonic()
+        self.started = utcnow()
+        self.prev_oid: str | None = None
+        self.prev: Any = None
+        self.validators: Validators | None = None
+        self._held = contextlib.ExitStack()
+
+    def acquire(self) -> None:
+        """Take the store lock and the source's fetch lock (waiting for another fetch of
+        the same source), then read what the last fetch left."""
+        store = self.store
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(store.lock.hold())
+            stack.enter_context(_fs.LockFile(self.lock_path, timeout=FETCH_LOCK_TIMEOUT))
+            stack.enter_context(store.writing())
+            self.prev_oid = store.refs.get(self.ref)
+            self.prev = previous_download(store, self.prev_oid, self.t.source_id)
+            self.validators = _validators(self.prev, self.t)
+            self._held = stack.pop_all()
+
+    def release(self) -> None:
+        """Let go of the locks :meth:`acquire` took."""
+        self._held.close()
+
+    def conclude(self, result: DownloadResult) -> FetchResult:
+        """Record the outcome and move the ref (under the locks)."""
+        return _conclude(
+            self.store,
+            self.t,
+            self.ref,
+            self.prev_oid,
+            self.prev,
+            result,
+            time.monotonic() - self.begun,
+            self.expected,
+        )
+
+    def emit(self, fetched: FetchResult, result: DownloadResult) -> None:
+        """The fetch's metadata records (after the locks are released)."""
+        _emit_fetch(
+            self.store,
+            self.t,
+            fetched,
+            result,
+            self.prev,
+            self.started,
+            time.monotonic() - self.begun,
+        )
+
+    def scrub(self, exc: CasError) -> None:
+        """Messages may quote a server's words: make sure no secret of ours rides along."""
+        exc.args = (scrub(str(exc), self.t.secrets),)
+
+
 def fetch(
     store: Store,
     target: str,
@@ -224,55 +312,40 @@ def fetch(
 ) -> FetchResult:
     """Fetch one URL or registered source into ``store``; see the module docstring."""
     opts = opts or HttpOptions()
-    t = resolve_target(
+    job = _Job(
         store,
         target,
         source_id=source_id,
         dataset=dataset,
-        headers=opts.headers,
+        expected_sha256=expected_sha256,
+        opts=opts,
         env=env or {},
     )
-    if expected_sha256 is not None:
-        expected_sha256 = expected_sha256.lower()
-        if not is_object_id(expected_sha256):
-            raise UsageError(f"--sha256 wants 64 hex digits, got {expected_sha256!r}")
-    ref = f"sources/{t.source_id}"
-    flat = t.source_id.replace("/", "%2F")
-    if len(flat) > 200:  # too long for a file name: name the lock by a hash of the id
-        flat = "h-" + hashlib.sha256(t.source_id.encode()).hexdigest()
-    lock_path = store.root / "locks" / "fetch" / flat
     own = client is None
-    http = client or make_client(HttpOptions(**{**opts.__dict__, "headers": {}}))
-    begun = time.monotonic()
-    started = utcnow()
+    http = client or make_client(replace(opts, headers={}))
     try:
-        with (
-            store.lock.hold(),
-            _fs.LockFile(lock_path, timeout=FETCH_LOCK_TIMEOUT),
-            store.writing(),
-        ):
-            prev_oid = store.refs.get(ref)
-            prev = previous_download(store, prev_oid, t.source_id)
+        job.acquire()
+        try:
             result = download(
-                _with_headers(http, t.headers),
-                t.url,
+                http,
+                job.t.url,
                 store.objects,
                 opts=opts,
-                validators=_validators(prev, t),
-                expected_sha256=expected_sha256,
+                validators=job.validators,
+                expected_sha256=job.expected,
                 max_size=max_size,
                 progress=progress,
                 on_total=on_total,
-                redact=t.redact,
+                redact=job.t.redact,
+                headers=job.t.headers,
             )
-            fetched = _conclude(
-                store, t, ref, prev_oid, prev, result, time.monotonic() - begun, expected_sha256
-            )
-        _emit_fetch(store, t, fetched, result, prev, started, time.monotonic() - begun)
+            fetched = job.conclude(result)
+        finally:
+            job.release()
+        job.emit(fetched, result)
         return fetched
     except CasError as exc:
-        # Messages may quote a server's words: make sure no secret of ours rides along.
-        exc.args = (scrub(str(exc), t.secrets),)
+        job.scrub(exc)
         raise
     finally:
         if own:
@@ -329,11 +402,6 @@ def _emit_fetch(
         target=MetadataTarget(source_id=t.source_id),
         produced_at=finished,
     )
-
-
-def _with_headers(client: httpx.Client, headers: Mapping[str, str]) -> httpx.Client:
-    client.headers.update(headers)
-    return client
 
 
 def _conclude(
@@ -528,22 +596,113 @@ def fetch_many(
     targets: list[str],
     *,
     jobs: int = 4,
+    opts: HttpOptions | None = None,
+    env: Mapping[str, str] | None = None,
+    dataset: str | None = None,
+    expected_sha256: str | None = None,
+    max_size: int | None = None,
+    on_done: Callable[[FetchResult | FetchFailure], None] | None = None,
+) -> list[FetchResult | FetchFailure]:
+    """Fetch several targets, ``jobs`` at once, over one asyncio httpx client.
+
+    Bodies stream on the event loop; the store's blocking work (waiting for locks, the
+    records, fsync, the ref moves) runs in worker threads, one store handle per target.
+    One failure does not stop the others; it is returned as a :class:`FetchFailure`.
+    Results come in the order of ``targets``; ``on_done`` sees each as it finishes.
+    """
+    return asyncio.run(
+        _fetch_many(
+            root,
+            targets,
+            max(1, jobs),
+            opts or HttpOptions(),
+            dict(env or {}),
+            on_done,
+            dataset=dataset,
+            expected_sha256=expected_sha256,
+            max_size=max_size,
+        )
+    )
+
+
+async def _fetch_many(
+    root: str | os.PathLike[str],
+    targets: list[str],
+    jobs: int,
+    opts: HttpOptions,
+    env: Mapping[str, str],
+    on_done: Callable[[FetchResult | FetchFailure], None] | None,
     **kwargs: Any,
 ) -> list[FetchResult | FetchFailure]:
-    """Fetch several targets, ``jobs`` at once, each in its own thread and store handle.
+    # The loop's own pool: a job waiting on a source's fetch lock holds a thread, and the
+    # default pool (cores + 4) could leave the other jobs none.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(jobs + 2, thread_name_prefix="cas-fetch")
+    )
+    limit = asyncio.Semaphore(jobs)
+    async with make_async_client(replace(opts, headers={})) as http:
 
-    One failure does not stop the others; it is returned as a :class:`FetchFailure`.
-    """
+        async def one(target: str) -> FetchResult | FetchFailure:
+            async with limit:
+                result: FetchResult | FetchFailure
+                try:
+                    result = await _fetch_async(root, target, http, opts, env, **kwargs)
+                except CasError as exc:
+                    result = FetchFailure(target=redact_url(target), error=str(exc))
+            if on_done is not None:
+                on_done(result)
+            return result
+
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+async def _fetch_async(
+    root: str | os.PathLike[str],
+    target: str,
+    http: httpx.AsyncClient,
+    opts: HttpOptions,
+    env: Mapping[str, str],
+    *,
+    dataset: str | None,
+    expected_sha256: str | None,
+    max_size: int | None,
+) -> FetchResult:
+    """:func:`fetch` for one target of :func:`fetch_many`."""
     from casstore.store import Store
 
-    link = current_link()  # the pool's threads do not inherit the caller's context
-
-    def one(target: str) -> FetchResult | FetchFailure:
+    store = await asyncio.to_thread(Store.open, root)
+    try:
+        job = await asyncio.to_thread(
+            _Job,
+            store,
+            target,
+            source_id=None,
+            dataset=dataset,
+            expected_sha256=expected_sha256,
+            opts=opts,
+            env=env,
+        )
         try:
-            with linked(link), Store.open(root) as store:
-                return fetch(store, target, **kwargs)
+            await asyncio.to_thread(job.acquire)
+            try:
+                result = await download_async(
+                    http,
+                    job.t.url,
+                    store.objects,
+                    opts=opts,
+                    validators=job.validators,
+                    expected_sha256=job.expected,
+                    max_size=max_size,
+                    redact=job.t.redact,
+                    headers=job.t.headers,
+                )
+                fetched = await asyncio.to_thread(job.conclude, result)
+            finally:
+                await asyncio.to_thread(job.release)
+            await asyncio.to_thread(job.emit, fetched, result)
+            return fetched
         except CasError as exc:
-            return FetchFailure(target=redact_url(target), error=str(exc))
-
-    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="cas-fetch") as pool:
-        return list(pool.map(one, targets))
+            job.scrub(exc)
+            raise
+    finally:
+        await asyncio.to_thread(store.close)
