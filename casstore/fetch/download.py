@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import re
 import shutil
 import socket
@@ -216,12 +217,15 @@ class _Download:
         self.total: int | None = None
         self.retries = self.resumes = 0
         self.resuming = False
+        self.ranges = True  # False once the server said "Accept-Ranges: none"
 
     def headers(self) -> dict[str, str]:
         """The headers of the next request: conditional at first, a resume after a cut."""
         headers = dict(self.extra)
         body = self.body
-        self.resuming = body is not None and body.received > 0 and self.resume_with is not None
+        self.resuming = (
+            body is not None and body.received > 0 and self.resume_with is not None and self.ranges
+        )
         if body is None and self.validators:
             headers.update(self.validators.headers())
         if self.resuming:
@@ -229,6 +233,22 @@ class _Download:
             headers["Range"] = f"bytes={body.received}-"
             headers["If-Range"] = self.resume_with
         return headers
+
+    def probed(self, resp: httpx.Response) -> None:
+        """Learn from a HEAD before the first GET of a new URL.
+
+        An announced size is held to ``--max-size`` and the free disk before any body
+        flows; ``Accept-Ranges: none`` makes a cut start over instead of asking for a
+        range. A HEAD that fails decides nothing: some servers refuse HEAD (signed URLs
+        often do), and the GET that follows has the last word.
+        """
+        if resp.status_code >= 300:
+            return
+        _check_size(
+            ResponseInfo.of(self.url, resp, self.redact), self.max_size, self.objects, self.shown
+        )
+        if resp.headers.get("accept-ranges", "").strip().lower() == "none":
+            self.ranges = False
 
     def start(self, resp: httpx.Response) -> DownloadResult | None:
         """Judge a response's status line and headers.
@@ -312,8 +332,9 @@ class _Download:
                     f"{shown}: {_describe(exc)} (after {self.retries} retries)", url=shown
                 ) from exc
             body = self.body
-            if body is not None and body.received and self.resume_with is None:
-                body.restart()  # no strong validator: resuming could splice two versions
+            if body is not None and body.received and not (self.resume_with and self.ranges):
+                # no strong validator (resuming could splice two versions), or no Range
+                body.restart()
             wait = backoff_delay(self.retries, self.opts.backoff)
         self.retries += 1
         return wait
@@ -352,11 +373,12 @@ def download(
     sleep: Callable[[float], None] = time.sleep,
     redact: Callable[[str], str] = redact_url,
     headers: Mapping[str, str] | None = None,
+    probe: bool = False,
 ) -> DownloadResult:
     """Fetch ``url`` into ``objects``; see the module docstring for the rules.
 
     ``headers`` are added to every request (a source's credentials), so one client can
-    serve many sources.
+    serve many sources. ``probe``: send a HEAD first (a new URL), see :meth:`_Download.probed`.
 
     Raises:
         FetchError: HTTP errors, retries exhausted, size limits, redirect loops.
@@ -374,6 +396,9 @@ def download(
         redact=redact,
         headers=headers,
     )
+    if probe:
+        with contextlib.suppress(httpx.HTTPError):
+            d.probed(client.head(url, headers=d.extra))
     try:
         while True:
             try:
@@ -405,6 +430,7 @@ async def download_async(
     max_size: int | None = None,
     redact: Callable[[str], str] = redact_url,
     headers: Mapping[str, str] | None = None,
+    probe: bool = False,
 ) -> DownloadResult:
     """:func:`download` on an asyncio event loop, for many fetches at once on one client.
 
@@ -424,6 +450,9 @@ async def download_async(
         redact=redact,
         headers=headers,
     )
+    if probe:
+        with contextlib.suppress(httpx.HTTPError):
+            d.probed(await client.head(url, headers=d.extra))
     try:
         while True:
             try:

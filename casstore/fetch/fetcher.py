@@ -247,6 +247,7 @@ class _Job:
         self.prev_oid: str | None = None
         self.prev: Any = None
         self.validators: Validators | None = None
+        self.probe = False
         self._held = contextlib.ExitStack()
 
     def acquire(self) -> None:
@@ -260,6 +261,9 @@ class _Job:
             self.prev_oid = store.refs.get(self.ref)
             self.prev = previous_download(store, self.prev_oid, self.t.source_id)
             self.validators = _validators(self.prev, self.t)
+            # A new URL for this source: a HEAD first. A known one goes straight to the
+            # conditional GET, with no round trip wasted.
+            self.probe = self.prev is None or self.prev.url != self.t.shown
             self._held = stack.pop_all()
 
     def release(self) -> None:
@@ -338,6 +342,7 @@ def fetch(
                 on_total=on_total,
                 redact=job.t.redact,
                 headers=job.t.headers,
+                probe=job.probe,
             )
             fetched = job.conclude(result)
         finally:
@@ -695,6 +700,7 @@ async def _fetch_async(
                     max_size=max_size,
                     redact=job.t.redact,
                     headers=job.t.headers,
+                    probe=job.probe,
                 )
                 fetched = await asyncio.to_thread(job.conclude, result)
             finally:

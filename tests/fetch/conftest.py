@@ -231,7 +231,7 @@ class Request:
         self.seen = seen
         self.method = seen.method
         self.path = seen.path
-        self.n = n  # 1 for the first request to this path, 2 for the second…
+        self.n = n  # 1 for the first request of its method to this path, 2 for the second…
         self.sent = 0  # body bytes the socket accepted
 
     def header(self, name: str) -> str | None:
@@ -301,7 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
         seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
         with fs.lock:
             fs.requests.append(seen)
-            n = sum(1 for r in fs.requests if r.path.split("?", 1)[0] == path)
+            n = sum(
+                1
+                for r in fs.requests
+                if r.path.split("?", 1)[0] == path and r.method == seen.method
+            )
             route = fs.routes.get(path)
             fs.active += 1
         req = Request(self, fs, seen, n)

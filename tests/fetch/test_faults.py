@@ -226,7 +226,7 @@ def test_500_then_200_is_retried_and_stored(faults: FaultServer, store: Store):
     assert result.object == sha256(body)
     assert result.record["retries"] == 1
     assert result.record["http_status"] == 200
-    assert len(faults.seen("/flaky.txt")) == 2
+    assert len(faults.seen("/flaky.txt", "GET")) == 2
 
 
 def test_503_until_retries_run_out_is_refused(faults: FaultServer, store: Store):
@@ -237,7 +237,7 @@ def test_503_until_retries_run_out_is_refused(faults: FaultServer, store: Store)
 
     assert err.value.status == 503
     assert "HTTP 503 after 2 retries" in str(err.value)
-    assert len(faults.seen("/down.txt")) == 3
+    assert len(faults.seen("/down.txt", "GET")) == 3
     assert_no_trace(store.root)
 
 
@@ -256,7 +256,7 @@ def test_429_with_retry_after_then_200_is_stored(faults: FaultServer, store: Sto
 
     assert result.object == sha256(body)
     assert result.record["retries"] == 1
-    assert len(faults.seen("/limited.txt")) == 2
+    assert len(faults.seen("/limited.txt", "GET")) == 2
 
 
 @pytest.mark.parametrize("status", [404, 403, 410])
@@ -268,11 +268,72 @@ def test_other_4xx_fail_at_once(faults: FaultServer, store: Store, cas, status: 
 
     assert err.value.status == status
     assert f"HTTP {status}" in str(err.value)
-    assert len(faults.seen("/nope.txt")) == 1
+    assert len(faults.seen("/nope.txt", "GET")) == 1
     assert_no_trace(store.root)
     line = one_error_line(cas("fetch", url, "--retries", "5"))
     assert f"HTTP {status}" in line and url in line
-    assert len(faults.seen("/nope.txt")) == 2
+    assert len(faults.seen("/nope.txt", "GET")) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# the HEAD before a new URL's first GET
+
+
+def test_a_new_url_is_probed_with_head_and_a_known_source_is_not(faults: FaultServer, store):
+    body = b'{"probed": true}\n' * 10
+    url = faults.route("/p.json", Resource(body, etag='"p1"'))
+
+    first = store.fetch(url, opts=fast())
+    again = store.fetch(url, opts=fast())
+    store.fetch(url + "?day=2", source_id="p", opts=fast())  # a new URL for the source
+
+    assert (first.status, again.status) == ("downloaded", "unchanged")
+    methods = [(r.method, r.header("if-none-match")) for r in faults.seen("/p.json")]
+    assert methods == [
+        ("HEAD", None),
+        ("GET", None),
+        ("GET", '"p1"'),  # known: straight to the conditional GET
+        ("HEAD", None),  # a new URL: its old validators mean nothing, so probe again
+        ("GET", None),
+    ]
+
+
+def test_max_size_is_refused_on_the_heads_answer_before_any_get(faults: FaultServer, store):
+    url = faults.route("/huge.bin", Resource(noise(300_000, seed=7), etag='"h"'))
+
+    with pytest.raises(FetchError, match="exceeds --max-size"):
+        store.fetch(url, opts=fast(), max_size=100_000)
+
+    assert [r.method for r in faults.seen("/huge.bin")] == ["HEAD"]
+    assert_no_trace(store.root)
+
+
+@pytest.mark.parametrize("head_status", [403, 405, 500])
+def test_a_refused_or_failing_head_leaves_the_decision_to_the_get(faults, store, head_status):
+    body = b"signed URLs often refuse HEAD\n"
+    url = faults.route("/signed.txt", Resource(body, etag='"s"', head_status=head_status))
+
+    result = store.fetch(url, opts=fast())
+
+    assert result.object == sha256(body)
+    assert [r.method for r in faults.seen("/signed.txt")] == ["HEAD", "GET"]
+    assert result.record["retries"] == 0  # the HEAD's failure is no retry of the GET
+
+
+def test_accept_ranges_none_makes_a_cut_start_over_without_range(faults: FaultServer, store):
+    body = noise(1 << 20, seed=8)
+    res = Resource(
+        body, etag='"n"', ranges=False, headers={"Accept-Ranges": "none"}, drops={1: 300_000}
+    )
+    url = faults.route("/norange.bin", res)
+
+    result = store.fetch(url, opts=fast())
+
+    assert result.object == sha256(body)
+    assert result.record["resumes"] == 0
+    gets = faults.seen("/norange.bin", "GET")
+    assert len(gets) == 2
+    assert gets[1].header("range") is None and gets[1].header("if-range") is None
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,7 +369,7 @@ def test_redirect_loop_is_refused_with_a_clear_error(faults: FaultServer, store:
     assert "redirect loop" in line, line
     assert url in line
     assert_no_trace(store.root)
-    assert len(faults.seen("/loop-a")) <= 11  # bounded: at most 10 redirects followed
+    assert len(faults.seen("/loop-a", "GET")) <= 11  # bounded: at most 10 redirects followed
 
 
 # ---------------------------------------------------------------------------------------
@@ -393,7 +454,7 @@ def test_slow_trickle_beyond_the_timeout_fails_after_retries(faults: FaultServer
     line = one_error_line(cas("fetch", url, "--timeout", "0.5", "--retries", "1"))
 
     assert "timed out (ReadTimeout) (after 1 retries)" in line, line
-    assert len(faults.seen("/slow.txt")) == 2
+    assert len(faults.seen("/slow.txt", "GET")) == 2
     assert_no_trace(store.root)
 
 
@@ -706,7 +767,7 @@ def test_check_falls_back_to_get_when_head_is_refused(faults: FaultServer, store
 
     assert same.exit_code == 0, same
     assert changed.exit_code == 3, changed
-    checks = faults.seen("/nohead.json")[1:]
+    checks = faults.seen("/nohead.json")[2:]  # after the first fetch's HEAD and GET
     assert [r.method for r in checks] == ["HEAD", "GET", "HEAD", "GET"]
     assert all(r.header("if-none-match") == '"h1"' for r in checks)
     assert object_ids(store.root) == {sha256(body)}
@@ -717,7 +778,8 @@ def test_registered_source_takes_secrets_from_the_environment(faults: FaultServe
     seen_auth: list[str | None] = []
 
     def guarded(req: Request) -> None:
-        seen_auth.append(req.header("authorization"))
+        if req.method == "GET":
+            seen_auth.append(req.header("authorization"))
         if req.header("authorization") != "Bearer s3cr3t" or "key=s3cr3t" not in req.path:
             req.reply(401, b"no\n")
         else:
