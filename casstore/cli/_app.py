@@ -103,9 +103,31 @@ def cli(ctx: click.Context, store_path: str | None) -> None:
     ctx.call_on_close(app.close)
 
 
+def skip_unused_imports(*, async_http: bool = True) -> None:
+    """Keep the ``cas`` process from importing dependency modules it never runs.
+
+    * ``httpx._main``: httpx imports its own command-line client when rich and click are
+      installed (they are: cas uses them), which loads rich's console, pygments and more,
+      about 50 ms of every fetch here. With ``None`` in ``sys.modules`` that import fails
+      and httpx defines a stub instead, as it does when those packages are missing.
+    * ``anyio``, unless ``async_http``: httpcore only needs it for asyncio clients and uses
+      threading locks otherwise; anyio 4.16 parses its own source when imported (about
+      40 ms here). Only for a command that makes one blocking client and no async one.
+
+    Only the command does this; the library leaves ``sys.modules`` alone. Once httpx is
+    imported (a caller in the same process) nothing is changed.
+    """
+    if "httpx" in sys.modules:
+        return
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    if not async_http:
+        sys.modules.setdefault("anyio", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cas`` command: run it and turn every error into one line."""
     code = 0
+    skip_unused_imports()
     try:
         cli.main(args=argv, prog_name="cas", standalone_mode=False)
     except click.exceptions.Exit as exc:

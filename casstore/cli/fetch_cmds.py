@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from casstore.cli._app import AppContext, cli, json_option, pass_app
+from casstore.cli._app import AppContext, cli, json_option, pass_app, skip_unused_imports
 from casstore.cli._output import count_progress, emit_json, human_size, table, transfer_progress
 
 if TYPE_CHECKING:
@@ -164,6 +164,7 @@ def fetch(
         names += sorted(store.sources.load())
     if not names:
         raise click.UsageError("give a URL or source id, --all, or -i FILE")
+    skip_unused_imports(async_http=len(names) > 1)
     opts = _http_options(headers, retries, timeout, http2)
     kwargs: dict[str, Any] = {"opts": opts, "env": dict(os.environ)}
     if check:
@@ -234,6 +235,7 @@ def _restore(store: Any, targets: tuple[str, ...], as_json: bool) -> None:
 @json_option
 def probe(url: str, headers: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Show what the server says about URL, without downloading it."""
+    skip_unused_imports(async_http=False)
     from casstore.fetch import probe as probe_url
 
     result = probe_url(url, opts=_http_options(headers, 0, timeout, False))

@@ -10,7 +10,6 @@ the download start over. Only when every integrity tier passes is the object pla
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -118,7 +117,7 @@ class DownloadResult:
     resumes: int = 0
 
 
-class _RetryableStatus(Exception):
+class RetryableStatus(Exception):
     def __init__(self, status: int, hint: float | None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
@@ -179,10 +178,11 @@ class _Body:
         self.received = 0
 
 
-class _Download:
+class DownloadState:
     """One download's protocol state across its requests: what to ask next, what each
     answer means, when to retry. It does no I/O of its own, so the blocking
-    (:func:`download`) and the asyncio (:func:`download_async`) drivers share every rule.
+    (:func:`download`) and the asyncio (:func:`casstore.fetch.many.download_async`) drivers
+    share every rule.
     """
 
     def __init__(
@@ -266,7 +266,7 @@ class _Download:
                 retries=self.retries,
             )
         if status in RETRY_STATUS:
-            raise _RetryableStatus(status, retry_after(resp))
+            raise RetryableStatus(status, retry_after(resp))
         if self.resuming and status == 206:
             assert self.body is not None
             _check_range(resp, self.body.received, self.shown)
@@ -286,7 +286,7 @@ class _Download:
         elif self.resuming and status in (412, 416):
             assert self.body is not None
             self.body.restart()  # cannot continue: start over on the next round
-            raise _RetryableStatus(status, 0.0)
+            raise RetryableStatus(status, 0.0)
         else:
             raise FetchError(
                 f"{self.shown}: HTTP {status} {resp.reason_phrase}".rstrip(),
@@ -317,7 +317,7 @@ class _Download:
             raise FetchError(
                 f"{shown}: redirect loop or more than 10 redirects", url=shown
             ) from exc
-        if isinstance(exc, _RetryableStatus):
+        if isinstance(exc, RetryableStatus):
             if self.retries >= self.opts.retries:
                 raise FetchError(
                     f"{shown}: HTTP {exc.status} after {self.retries} retries",
@@ -378,13 +378,13 @@ def download(
     """Fetch ``url`` into ``objects``; see the module docstring for the rules.
 
     ``headers`` are added to every request (a source's credentials), so one client can
-    serve many sources. ``probe``: send a HEAD first (a new URL), see :meth:`_Download.probed`.
+    serve many sources. ``probe``: send a HEAD first (a new URL), see :meth:`DownloadState.probed`.
 
     Raises:
         FetchError: HTTP errors, retries exhausted, size limits, redirect loops.
         IntegrityError: the body failed a tier (content-length, content-md5, stream, sha256).
     """
-    d = _Download(
+    d = DownloadState(
         url,
         objects,
         opts=opts,
@@ -411,7 +411,7 @@ def download(
                     except IntegrityError as exc:
                         raise d.stream_failed(exc) from exc
                 break
-            except (_RetryableStatus, httpx.HTTPError) as exc:
+            except (RetryableStatus, httpx.HTTPError) as exc:
                 sleep(d.delay(exc))
         return d.finish()
     except BaseException:
@@ -419,64 +419,7 @@ def download(
         raise
 
 
-async def download_async(
-    client: httpx.AsyncClient,
-    url: str,
-    objects: ObjectStore,
-    *,
-    opts: HttpOptions,
-    validators: Validators | None = None,
-    expected_sha256: str | None = None,
-    max_size: int | None = None,
-    redact: Callable[[str], str] = redact_url,
-    headers: Mapping[str, str] | None = None,
-    probe: bool = False,
-) -> DownloadResult:
-    """:func:`download` on an asyncio event loop, for many fetches at once on one client.
-
-    The same rules and the same writer; the body comes in httpx's pieces. The closing
-    work that blocks (the last writes, fsync and rename) runs in a worker thread, so the
-    loop keeps serving the other downloads.
-    """
-    d = _Download(
-        url,
-        objects,
-        opts=opts,
-        validators=validators,
-        expected_sha256=expected_sha256,
-        max_size=max_size,
-        progress=None,
-        on_total=None,
-        redact=redact,
-        headers=headers,
-    )
-    if probe:
-        with contextlib.suppress(httpx.HTTPError):
-            d.probed(await client.head(url, headers=d.extra))
-    try:
-        while True:
-            try:
-                async with client.stream("GET", url, headers=d.headers()) as resp:
-                    done = d.start(resp)
-                    if done is not None:
-                        return done
-                    assert d.body is not None
-                    try:
-                        async for chunk in resp.aiter_raw(opts.chunk_size):
-                            d.body.feed(chunk)
-                            d.check_received()
-                    except IntegrityError as exc:
-                        raise d.stream_failed(exc) from exc
-                break
-            except (_RetryableStatus, httpx.HTTPError) as exc:
-                await asyncio.sleep(d.delay(exc))
-        return await asyncio.to_thread(d.finish)
-    except BaseException:
-        d.abort()
-        raise
-
-
-def _receive(resp: httpx.Response, d: _Download, opts: HttpOptions) -> None:
+def _receive(resp: httpx.Response, d: DownloadState, opts: HttpOptions) -> None:
     """Read the response's body into ``d.body``.
 
     The pieces httpx yields cost Python work each (about 1 s of CPU per GiB here, as much

@@ -22,13 +22,10 @@ The order of a fetch:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,8 +36,8 @@ from pydantic import BaseModel
 
 from casstore import _fs
 from casstore.errors import CasError, FetchError, IntegrityError, SourceNotFound, UsageError
-from casstore.fetch.download import DownloadResult, Validators, download, download_async
-from casstore.fetch.http import HttpOptions, make_async_client, make_client, split_etag
+from casstore.fetch.download import DownloadResult, Validators, download
+from casstore.fetch.http import HttpOptions, make_client, split_etag
 from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
 from casstore.ids import is_object_id
@@ -211,7 +208,7 @@ def _validators(prev: Any, target: _Target) -> Validators | None:
     return Validators(etag=prev.etag, weak_etag=prev.weak_etag, last_modified=prev.last_modified)
 
 
-class _Job:
+class FetchJob:
     """One fetch's work around its download: the target, the locks, the previous state,
     and what the outcome does to the store. Shared by :func:`fetch` (blocking) and
     :func:`fetch_many` (asyncio), which differ only in how the body is downloaded.
@@ -316,7 +313,7 @@ def fetch(
 ) -> FetchResult:
     """Fetch one URL or registered source into ``store``; see the module docstring."""
     opts = opts or HttpOptions()
-    job = _Job(
+    job = FetchJob(
         store,
         target,
         source_id=source_id,
@@ -594,121 +591,3 @@ def check(
         same = lm == validators.last_modified
         return result("unchanged" if same else "changed", f"Last-Modified {lm}")
     return result("unknown", "the server sent no validator to compare")
-
-
-def fetch_many(
-    root: str | os.PathLike[str],
-    targets: list[str],
-    *,
-    jobs: int = 4,
-    opts: HttpOptions | None = None,
-    env: Mapping[str, str] | None = None,
-    dataset: str | None = None,
-    expected_sha256: str | None = None,
-    max_size: int | None = None,
-    on_done: Callable[[FetchResult | FetchFailure], None] | None = None,
-) -> list[FetchResult | FetchFailure]:
-    """Fetch several targets, ``jobs`` at once, over one asyncio httpx client.
-
-    Bodies stream on the event loop; the store's blocking work (waiting for locks, the
-    records, fsync, the ref moves) runs in worker threads, one store handle per target.
-    One failure does not stop the others; it is returned as a :class:`FetchFailure`.
-    Results come in the order of ``targets``; ``on_done`` sees each as it finishes.
-    """
-    return asyncio.run(
-        _fetch_many(
-            root,
-            targets,
-            max(1, jobs),
-            opts or HttpOptions(),
-            dict(env or {}),
-            on_done,
-            dataset=dataset,
-            expected_sha256=expected_sha256,
-            max_size=max_size,
-        )
-    )
-
-
-async def _fetch_many(
-    root: str | os.PathLike[str],
-    targets: list[str],
-    jobs: int,
-    opts: HttpOptions,
-    env: Mapping[str, str],
-    on_done: Callable[[FetchResult | FetchFailure], None] | None,
-    **kwargs: Any,
-) -> list[FetchResult | FetchFailure]:
-    # The loop's own pool: a job waiting on a source's fetch lock holds a thread, and the
-    # default pool (cores + 4) could leave the other jobs none.
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(jobs + 2, thread_name_prefix="cas-fetch")
-    )
-    limit = asyncio.Semaphore(jobs)
-    async with make_async_client(replace(opts, headers={})) as http:
-
-        async def one(target: str) -> FetchResult | FetchFailure:
-            async with limit:
-                result: FetchResult | FetchFailure
-                try:
-                    result = await _fetch_async(root, target, http, opts, env, **kwargs)
-                except CasError as exc:
-                    result = FetchFailure(target=redact_url(target), error=str(exc))
-            if on_done is not None:
-                on_done(result)
-            return result
-
-        return list(await asyncio.gather(*(one(t) for t in targets)))
-
-
-async def _fetch_async(
-    root: str | os.PathLike[str],
-    target: str,
-    http: httpx.AsyncClient,
-    opts: HttpOptions,
-    env: Mapping[str, str],
-    *,
-    dataset: str | None,
-    expected_sha256: str | None,
-    max_size: int | None,
-) -> FetchResult:
-    """:func:`fetch` for one target of :func:`fetch_many`."""
-    from casstore.store import Store
-
-    store = await asyncio.to_thread(Store.open, root)
-    try:
-        job = await asyncio.to_thread(
-            _Job,
-            store,
-            target,
-            source_id=None,
-            dataset=dataset,
-            expected_sha256=expected_sha256,
-            opts=opts,
-            env=env,
-        )
-        try:
-            await asyncio.to_thread(job.acquire)
-            try:
-                result = await download_async(
-                    http,
-                    job.t.url,
-                    store.objects,
-                    opts=opts,
-                    validators=job.validators,
-                    expected_sha256=job.expected,
-                    max_size=max_size,
-                    redact=job.t.redact,
-                    headers=job.t.headers,
-                    probe=job.probe,
-                )
-                fetched = await asyncio.to_thread(job.conclude, result)
-            finally:
-                await asyncio.to_thread(job.release)
-            await asyncio.to_thread(job.emit, fetched, result)
-            return fetched
-        except CasError as exc:
-            job.scrub(exc)
-            raise
-    finally:
-        await asyncio.to_thread(store.close)

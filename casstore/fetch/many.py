@@ -1,0 +1,203 @@
+"""Several fetches at once (``cas fetch --all``, ``-i``): one asyncio httpx client.
+
+Bodies stream on the event loop through :func:`download_async`, which drives the same
+protocol state (:class:`~casstore.fetch.download.DownloadState`) as a single blocking fetch.
+The store's blocking work (waiting for a source's fetch lock, records with their fsync,
+the index, ref moves, metadata) runs in worker threads, one store handle per target.
+Kept apart from :mod:`casstore.fetch.fetcher` so that a single fetch never imports
+asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from casstore.errors import CasError, IntegrityError
+from casstore.fetch.download import DownloadResult, DownloadState, RetryableStatus, Validators
+from casstore.fetch.fetcher import FetchFailure, FetchJob, FetchResult
+from casstore.fetch.http import HttpOptions, make_async_client
+from casstore.fetch.redact import redact_url
+from casstore.objects import ObjectStore
+
+
+def fetch_many(
+    root: str | os.PathLike[str],
+    targets: list[str],
+    *,
+    jobs: int = 4,
+    opts: HttpOptions | None = None,
+    env: Mapping[str, str] | None = None,
+    dataset: str | None = None,
+    expected_sha256: str | None = None,
+    max_size: int | None = None,
+    on_done: Callable[[FetchResult | FetchFailure], None] | None = None,
+) -> list[FetchResult | FetchFailure]:
+    """Fetch several targets, ``jobs`` at once, over one asyncio httpx client.
+
+    Bodies stream on the event loop; the store's blocking work (waiting for locks, the
+    records, fsync, the ref moves) runs in worker threads, one store handle per target.
+    One failure does not stop the others; it is returned as a :class:`FetchFailure`.
+    Results come in the order of ``targets``; ``on_done`` sees each as it finishes.
+    """
+    return asyncio.run(
+        _fetch_many(
+            root,
+            targets,
+            max(1, jobs),
+            opts or HttpOptions(),
+            dict(env or {}),
+            on_done,
+            dataset=dataset,
+            expected_sha256=expected_sha256,
+            max_size=max_size,
+        )
+    )
+
+
+async def _fetch_many(
+    root: str | os.PathLike[str],
+    targets: list[str],
+    jobs: int,
+    opts: HttpOptions,
+    env: Mapping[str, str],
+    on_done: Callable[[FetchResult | FetchFailure], None] | None,
+    **kwargs: Any,
+) -> list[FetchResult | FetchFailure]:
+    # The loop's own pool: a job waiting on a source's fetch lock holds a thread, and the
+    # default pool (cores + 4) could leave the other jobs none.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(jobs + 2, thread_name_prefix="cas-fetch")
+    )
+    limit = asyncio.Semaphore(jobs)
+    async with make_async_client(replace(opts, headers={})) as http:
+
+        async def one(target: str) -> FetchResult | FetchFailure:
+            async with limit:
+                result: FetchResult | FetchFailure
+                try:
+                    result = await _fetch_async(root, target, http, opts, env, **kwargs)
+                except CasError as exc:
+                    result = FetchFailure(target=redact_url(target), error=str(exc))
+            if on_done is not None:
+                on_done(result)
+            return result
+
+        return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+async def _fetch_async(
+    root: str | os.PathLike[str],
+    target: str,
+    http: httpx.AsyncClient,
+    opts: HttpOptions,
+    env: Mapping[str, str],
+    *,
+    dataset: str | None,
+    expected_sha256: str | None,
+    max_size: int | None,
+) -> FetchResult:
+    """:func:`fetch` for one target of :func:`fetch_many`."""
+    from casstore.store import Store
+
+    store = await asyncio.to_thread(Store.open, root)
+    try:
+        job = await asyncio.to_thread(
+            FetchJob,
+            store,
+            target,
+            source_id=None,
+            dataset=dataset,
+            expected_sha256=expected_sha256,
+            opts=opts,
+            env=env,
+        )
+        try:
+            await asyncio.to_thread(job.acquire)
+            try:
+                result = await download_async(
+                    http,
+                    job.t.url,
+                    store.objects,
+                    opts=opts,
+                    validators=job.validators,
+                    expected_sha256=job.expected,
+                    max_size=max_size,
+                    redact=job.t.redact,
+                    headers=job.t.headers,
+                    probe=job.probe,
+                )
+                fetched = await asyncio.to_thread(job.conclude, result)
+            finally:
+                await asyncio.to_thread(job.release)
+            await asyncio.to_thread(job.emit, fetched, result)
+            return fetched
+        except CasError as exc:
+            job.scrub(exc)
+            raise
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+async def download_async(
+    client: httpx.AsyncClient,
+    url: str,
+    objects: ObjectStore,
+    *,
+    opts: HttpOptions,
+    validators: Validators | None = None,
+    expected_sha256: str | None = None,
+    max_size: int | None = None,
+    redact: Callable[[str], str] = redact_url,
+    headers: Mapping[str, str] | None = None,
+    probe: bool = False,
+) -> DownloadResult:
+    """:func:`download` on an asyncio event loop, for many fetches at once on one client.
+
+    The same rules and the same writer; the body comes in httpx's pieces. The closing
+    work that blocks (the last writes, fsync and rename) runs in a worker thread, so the
+    loop keeps serving the other downloads.
+    """
+    d = DownloadState(
+        url,
+        objects,
+        opts=opts,
+        validators=validators,
+        expected_sha256=expected_sha256,
+        max_size=max_size,
+        progress=None,
+        on_total=None,
+        redact=redact,
+        headers=headers,
+    )
+    if probe:
+        with contextlib.suppress(httpx.HTTPError):
+            d.probed(await client.head(url, headers=d.extra))
+    try:
+        while True:
+            try:
+                async with client.stream("GET", url, headers=d.headers()) as resp:
+                    done = d.start(resp)
+                    if done is not None:
+                        return done
+                    assert d.body is not None
+                    try:
+                        async for chunk in resp.aiter_raw(opts.chunk_size):
+                            d.body.feed(chunk)
+                            d.check_received()
+                    except IntegrityError as exc:
+                        raise d.stream_failed(exc) from exc
+                break
+            except (RetryableStatus, httpx.HTTPError) as exc:
+                await asyncio.sleep(d.delay(exc))
+        return await asyncio.to_thread(d.finish)
+    except BaseException:
+        d.abort()
+        raise
