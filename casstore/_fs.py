@@ -21,8 +21,10 @@ import errno
 import fcntl
 import itertools
 import json
+import mmap
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +98,48 @@ def preallocate(fd: int, size: int) -> bool:
     libc = _c()
     fallocate = getattr(libc, "fallocate", None)
     return fallocate is not None and fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) == 0
+
+
+DIRECT_ALIGN = 4096  # O_DIRECT wants buffer, length and offset on this boundary
+
+
+def aligned_buffer(size: int) -> mmap.mmap:
+    """A writable buffer of ``size`` bytes on a page boundary, as O_DIRECT needs.
+
+    An anonymous mapping: Python's ``bytearray`` makes no promise about its alignment.
+    """
+    return mmap.mmap(-1, size)
+
+
+def is_aligned(view: memoryview) -> bool:
+    """Whether a writable buffer starts on :data:`DIRECT_ALIGN` (False when read-only)."""
+    import ctypes
+
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except (TypeError, ValueError):
+        return False
+    return address % DIRECT_ALIGN == 0
+
+
+def set_direct(fd: int, on: bool) -> bool:
+    """Turn ``O_DIRECT`` on or off for ``fd``: writes then go from the caller's buffer
+    to the disk, past the page cache. False where the filesystem or system refuses.
+
+    Why: writing a large new file through the page cache measured 2.4-2.5 s of kernel CPU
+    per GiB here, in this machine's slow state, plus 0.38 s to fsync it; the same writes
+    with ``O_DIRECT`` took 0.52-0.60 s of wall time and 0.1 s of CPU, and left little
+    for the fsync to do (3 alternating runs each, 1 MiB writes into reserved blocks).
+    """
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | flag) if on else (flags & ~flag))
+    except OSError:
+        return False
+    return True
 
 
 class _TempNames:
@@ -253,13 +297,23 @@ class LockFile:
         self.timeout = timeout
         self._fd: int | None = None
 
-    def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
-        """Take the lock, waiting up to ``timeout`` seconds; raise :class:`LockError`."""
+    def acquire(
+        self,
+        on_wait: Callable[[], None] | None = None,
+        *,
+        abandon: threading.Event | None = None,
+    ) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds; raise :class:`LockError`.
+
+        ``abandon``: set from another thread, it ends the wait at once (with a LockError).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout
         for _ in _backoff(deadline, on_wait):
             if self._try_create() or self._try_take_over():
                 return
+            if abandon is not None and abandon.is_set():
+                raise LockError(f"gave up waiting for lock {self.path}", path=str(self.path))
         raw = b""
         with contextlib.suppress(OSError):
             raw = self.path.read_bytes()

@@ -31,6 +31,7 @@ from casstore.fetch.http import (
     RETRY_STATUS,
     HttpOptions,
     backoff_delay,
+    guarded,
     is_retryable_error,
     retry_after,
     split_etag,
@@ -209,6 +210,7 @@ class DownloadState:
         self.on_total = on_total
         self.redact = redact
         self.extra = dict(headers or {})
+        self.guard = guarded(url, self.extra)  # the extra headers never leave the origin
         self.started = datetime.now(UTC)
         self.shown = redact(url)
         self.body: _Body | None = None
@@ -398,11 +400,11 @@ def download(
     )
     if probe:
         with contextlib.suppress(httpx.HTTPError):
-            d.probed(client.head(url, headers=d.extra))
+            d.probed(client.head(url, headers=d.extra, extensions=d.guard))
     try:
         while True:
             try:
-                with client.stream("GET", url, headers=d.headers()) as resp:
+                with client.stream("GET", url, headers=d.headers(), extensions=d.guard) as resp:
                     done = d.start(resp)
                     if done is not None:
                         return done

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -37,7 +38,7 @@ from pydantic import BaseModel
 from casstore import _fs
 from casstore.errors import CasError, FetchError, IntegrityError, SourceNotFound, UsageError
 from casstore.fetch.download import DownloadResult, Validators, download
-from casstore.fetch.http import HttpOptions, make_client, split_etag
+from casstore.fetch.http import HttpOptions, guarded, make_client, split_etag
 from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
 from casstore.ids import is_object_id
@@ -245,6 +246,7 @@ class FetchJob:
         self.prev: Any = None
         self.validators: Validators | None = None
         self.probe = False
+        self.abandon = threading.Event()  # set: stop waiting for the fetch lock
         self._held = contextlib.ExitStack()
 
     def acquire(self) -> None:
@@ -253,7 +255,9 @@ class FetchJob:
         store = self.store
         with contextlib.ExitStack() as stack:
             stack.enter_context(store.lock.hold())
-            stack.enter_context(_fs.LockFile(self.lock_path, timeout=FETCH_LOCK_TIMEOUT))
+            lock = _fs.LockFile(self.lock_path, timeout=FETCH_LOCK_TIMEOUT)
+            lock.acquire(abandon=self.abandon)
+            stack.callback(lock.release)
             stack.enter_context(store.writing())
             self.prev_oid = store.refs.get(self.ref)
             self.prev = previous_download(store, self.prev_oid, self.t.source_id)
@@ -563,13 +567,13 @@ def check(
         return result("changed", "never fetched")
     if not validators:
         return result("unknown", "the last fetch got no ETag or Last-Modified to compare")
-    with make_client(opts) as http:
-        http.headers.update(t.headers)
-        headers = validators.headers()
+    with make_client(replace(opts, headers={})) as http:  # t.headers has them, guarded
+        headers = {**t.headers, **validators.headers()}
+        guard = guarded(t.url, t.headers)
         try:
-            resp = http.head(t.url, headers=headers)
+            resp = http.head(t.url, headers=headers, extensions=guard)
             if resp.status_code in (405, 501):
-                with http.stream("GET", t.url, headers=headers) as streamed:
+                with http.stream("GET", t.url, headers=headers, extensions=guard) as streamed:
                     resp = streamed  # headers only: the body is never read
         except httpx.HTTPError as exc:
             raise FetchError(f"{t.shown}: {type(exc).__name__}", url=t.shown) from exc

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import http.cookiejar
 import netrc
 import random
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,41 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+_GUARD = "casstore.secret_headers"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def guarded(url: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Request extensions that keep ``headers`` (a source's secrets) to ``url``'s origin.
+
+    httpx drops only ``Authorization`` when a redirect leads to another host; an
+    ``X-Api-Key`` would follow it there. Every client here strips the headers named this
+    way from any request of the redirect chain that leaves the origin (an upgrade from
+    http to https on the same host excepted, as httpx does for ``Authorization``).
+    """
+    return {_GUARD: (_origin(httpx.URL(url)), tuple(headers))}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _strip_foreign(request: httpx.Request) -> None:
+    guard = request.extensions.get(_GUARD)
+    if guard is None:
+        return
+    (scheme, host, port), names = guard
+    here = _origin(request.url)
+    upgrade = (scheme, port, here) == ("http", 80, ("https", host, 443))
+    if here != (scheme, host, port) and not upgrade:
+        for name in names:
+            request.headers.pop(name, None)
+
+
+async def _strip_foreign_async(request: httpx.Request) -> None:
+    _strip_foreign(request)
+
+
 def _client_settings(opts: HttpOptions) -> dict[str, Any]:
     """What every client is built with, blocking or asyncio."""
     auth = None
@@ -73,12 +110,21 @@ def _client_settings(opts: HttpOptions) -> dict[str, Any]:
 
 def make_client(opts: HttpOptions) -> httpx.Client:
     """A client that follows up to 10 redirects and never decodes bodies."""
-    return httpx.Client(**_client_settings(opts))
+    hooks = {"request": [_strip_foreign]}
+    return httpx.Client(**_client_settings(opts), event_hooks=hooks)
 
 
 def make_async_client(opts: HttpOptions) -> httpx.AsyncClient:
-    """:func:`make_client` for asyncio (``cas fetch --all``): one client, many fetches."""
-    return httpx.AsyncClient(**_client_settings(opts))
+    """:func:`make_client` for asyncio (``cas fetch --all``): one client, many fetches.
+
+    It keeps no cookies: a cookie that one source's server sets (a session opened with
+    that source's token) would otherwise go with every later request to that host, other
+    sources' included.
+    """
+    refuse_all = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+    jar = http.cookiejar.CookieJar(policy=refuse_all)
+    hooks = {"request": [_strip_foreign_async]}
+    return httpx.AsyncClient(**_client_settings(opts), cookies=jar, event_hooks=hooks)
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +27,8 @@ from casstore.fetch.fetcher import FetchFailure, FetchJob, FetchResult
 from casstore.fetch.http import HttpOptions, make_async_client
 from casstore.fetch.redact import redact_url
 from casstore.objects import ObjectStore
+
+T = TypeVar("T")
 
 
 def fetch_many(
@@ -90,7 +93,37 @@ async def _fetch_many(
                 on_done(result)
             return result
 
-        return list(await asyncio.gather(*(one(t) for t in targets)))
+        # Every fetch runs to its end; an unexpected error (a full disk, a bug) is raised
+        # only then, so it never cuts the others short mid-write.
+        outcomes = await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [o for o in outcomes if not isinstance(o, BaseException)]
+
+
+async def _settle(
+    fn: Callable[..., T], *args: Any, on_cancel: Callable[[], None] | None = None
+) -> T:
+    """Run a blocking step in a worker thread, and let it finish even when cancelled.
+
+    A thread cannot be stopped: if the caller moved on at a cancellation (Ctrl-C), the
+    locks would be released and the store closed under a step still writing. So on
+    cancellation this waits for the step to end (``on_cancel`` may ask it to hurry: a
+    lock wait gives up), then passes the cancellation on.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what goes on
+        raise
 
 
 async def _fetch_async(
@@ -107,21 +140,23 @@ async def _fetch_async(
     """:func:`fetch` for one target of :func:`fetch_many`."""
     from casstore.store import Store
 
-    store = await asyncio.to_thread(Store.open, root)
+    store = await _settle(Store.open, root)
     try:
-        job = await asyncio.to_thread(
-            FetchJob,
-            store,
-            target,
-            source_id=None,
-            dataset=dataset,
-            expected_sha256=expected_sha256,
-            opts=opts,
-            env=env,
+        job = await _settle(
+            functools.partial(
+                FetchJob,
+                store,
+                target,
+                source_id=None,
+                dataset=dataset,
+                expected_sha256=expected_sha256,
+                opts=opts,
+                env=env,
+            )
         )
         try:
-            await asyncio.to_thread(job.acquire)
             try:
+                await _settle(job.acquire, on_cancel=job.abandon.set)
                 result = await download_async(
                     http,
                     job.t.url,
@@ -134,16 +169,16 @@ async def _fetch_async(
                     headers=job.t.headers,
                     probe=job.probe,
                 )
-                fetched = await asyncio.to_thread(job.conclude, result)
+                fetched = await _settle(job.conclude, result)
             finally:
-                await asyncio.to_thread(job.release)
-            await asyncio.to_thread(job.emit, fetched, result)
+                await _settle(job.release)  # also after an acquire that ended late
+            await _settle(job.emit, fetched, result)
             return fetched
         except CasError as exc:
             job.scrub(exc)
             raise
     finally:
-        await asyncio.to_thread(store.close)
+        await _settle(store.close)
 
 
 async def download_async(
@@ -179,11 +214,13 @@ async def download_async(
     )
     if probe:
         with contextlib.suppress(httpx.HTTPError):
-            d.probed(await client.head(url, headers=d.extra))
+            d.probed(await client.head(url, headers=d.extra, extensions=d.guard))
     try:
         while True:
             try:
-                async with client.stream("GET", url, headers=d.headers()) as resp:
+                async with client.stream(
+                    "GET", url, headers=d.headers(), extensions=d.guard
+                ) as resp:
                     done = d.start(resp)
                     if done is not None:
                         return done
@@ -197,7 +234,7 @@ async def download_async(
                 break
             except (RetryableStatus, httpx.HTTPError) as exc:
                 await asyncio.sleep(d.delay(exc))
-        return await asyncio.to_thread(d.finish)
+        return await _settle(d.finish)
     except BaseException:
         d.abort()
         raise

@@ -9,13 +9,15 @@ closed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
 
 from casstore.content import SNIFF_BYTES, CompressedChecker, sniff, sniff_text
 from casstore.errors import FetchError, IntegrityError
-from casstore.fetch.http import HttpOptions, make_client, split_etag
+from casstore.fetch.http import HttpOptions, guarded, make_client, split_etag
 from casstore.fetch.redact import redact_url
 from casstore.fetch.sources import check_url
 
@@ -46,20 +48,21 @@ def probe(
     check_url(url)
     opts = opts or HttpOptions()
     shown = redact_url(url)
-    with make_client(opts) as http:
-        http.headers.update(dict(headers or {}))
+    extra = {**opts.headers, **(headers or {})}
+    guard = guarded(url, extra)  # the caller's headers never follow a redirect elsewhere
+    with make_client(replace(opts, headers={})) as http:
         try:
             method = "HEAD"
-            resp = http.head(url)
+            resp = http.head(url, headers=extra, extensions=guard)
             if resp.status_code in (405, 501) or resp.status_code >= 500:
                 method = "GET"
-                with http.stream("GET", url) as streamed:
+                with http.stream("GET", url, headers=extra, extensions=guard) as streamed:
                     resp = streamed  # headers only: the body is never read
             if resp.status_code >= 400:
                 raise FetchError(
                     f"{shown}: HTTP {resp.status_code}", url=shown, status=resp.status_code
                 )
-            head, ranges = _first_kib(http, url)
+            head, ranges = _first_kib(http, url, extra, guard)
         except httpx.TooManyRedirects as exc:
             raise FetchError(
                 f"{shown}: redirect loop or more than 10 redirects", url=shown
@@ -89,9 +92,12 @@ def probe(
     )
 
 
-def _first_kib(http: httpx.Client, url: str) -> tuple[bytes, bool | None]:
+def _first_kib(
+    http: httpx.Client, url: str, extra: dict[str, str], guard: dict[str, Any]
+) -> tuple[bytes, bool | None]:
     """The first KiB of the body, and whether the server honoured Range."""
-    with http.stream("GET", url, headers={"Range": f"bytes=0-{SNIFF_BYTES - 1}"}) as resp:
+    headers = {**extra, "Range": f"bytes=0-{SNIFF_BYTES - 1}"}
+    with http.stream("GET", url, headers=headers, extensions=guard) as resp:
         if resp.status_code not in (200, 206):
             return b"", None
         head = b""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from casstore.errors import FetchError, IntegrityError, SourceNotFound
-from casstore.fetch import HttpOptions, fetch_many
+from casstore.fetch import FetchResult, HttpOptions, fetch_many
 from casstore.store import Store
 from tests.fetch.conftest import (
     FaultServer,
@@ -636,6 +636,38 @@ def test_credentials_in_url_and_headers_never_reach_the_store(faults: FaultServe
         store.root,
         *(r.stdout + r.stderr for r in (a, b, c, again, check)),
     )
+
+
+def test_secret_headers_never_follow_a_redirect_to_another_host(faults, store, cas):
+    # 127.0.0.1 and localhost are two origins served by the same fault server: the first
+    # redirects to the second. The caller's headers reach the first only; a redirect
+    # within one origin keeps them.
+    body = b'{"moved": true}\n'
+    port = faults.base_url.rsplit(":", 1)[1]
+    elsewhere = f"http://localhost:{port}/there.json"
+    faults.route("/there.json", Resource(body, etag='"t"'))
+    faults.route("/away.json", _redirect(elsewhere))
+    faults.route("/near.json", _redirect("/there.json"))
+    key = ("--header", "X-Api-Key: s3cr3t")
+
+    fetched = cas("fetch", faults.url("/away.json"), *key)
+    checked = cas("fetch", "--check", "away", *key)
+    probed = cas("probe", faults.url("/away.json"), *key)
+    many = fetch_many(
+        store.root,
+        [faults.url("/away.json"), faults.url("/near.json")],
+        opts=fast(headers={"X-Api-Key": "s3cr3t"}),
+    )
+
+    assert fetched.exit_code == 0 and checked.exit_code == 0 and probed.exit_code == 0
+    assert all(isinstance(r, FetchResult) for r in many), many
+    away = faults.seen("/away.json")
+    assert len(away) >= 5 and all(r.header("x-api-key") == "s3cr3t" for r in away)
+    there = faults.seen("/there.json")
+    far = [r for r in there if r.header("host").startswith("localhost")]
+    near = [r for r in there if r.header("host").startswith("127.0.0.1")]
+    assert len(far) >= 5 and all(r.header("x-api-key") is None for r in far)
+    assert near and all(r.header("x-api-key") == "s3cr3t" for r in near)
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,27 @@ def test_each_source_sends_only_its_own_credentials(faults: FaultServer, store: 
     assert seen == {"/a.txt": "Bearer alpha", "/b.txt": "Bearer beta", "/c.txt": None}
 
 
+def test_a_cookie_one_source_gets_never_goes_to_another(faults: FaultServer, store: Store):
+    # One client serves every source: its cookie jar must not carry a session from one
+    # source's server to another source on the same host.
+    cookies: dict[str, str | None] = {}
+
+    def login(req: Request) -> None:
+        cookies[req.path] = req.header("cookie")
+        req.reply(200, b"a\n", {"Set-Cookie": "session=alpha-secret; Path=/"})
+
+    def plain(req: Request) -> None:
+        cookies[req.path] = req.header("cookie")
+        req.reply(200, b"b\n")
+
+    urls = [faults.route("/a.txt", login), faults.route("/b.txt", plain)]
+
+    results = fetch_many(store.root, urls, jobs=1, opts=fast())
+
+    assert [ok(r).status for r in results] == ["downloaded", "downloaded"]
+    assert cookies == {"/a.txt": None, "/b.txt": None}
+
+
 def test_a_second_round_is_one_conditional_get_each(faults: FaultServer, store: Store):
     resources = {f"/s{i}.json": Resource(f"[{i}]\n".encode(), etag=f'"e{i}"') for i in range(5)}
     urls = [faults.route(path, res) for path, res in resources.items()]

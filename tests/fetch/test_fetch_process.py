@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
+from casstore._fs import LockFile
 from tests.e2e.conftest import _find_cas
-from tests.fetch.conftest import FaultServer, Resource, sha256
+from tests.fetch.conftest import FaultServer, Request, Resource, sha256
+
+
+def _env(cwd: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CAS_STORE", "CAS_DEBUG")}
+    env["NETRC"] = str(cwd / "no-such-netrc")
+    return env
 
 
 def _cas(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CAS_STORE", "CAS_DEBUG")}
-    env["NETRC"] = str(cwd / "no-such-netrc")
     return subprocess.run(
-        [_find_cas(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [_find_cas(), *args], cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=120
     )
 
 
@@ -54,3 +61,52 @@ def test_single_fetch_probe_check_and_all_each_in_a_process(faults: FaultServer,
     assert lines[1].startswith(f"downloaded {sha256(bodies['b'])}  sources/b")
     assert lines[2].startswith(f"downloaded {sha256(bodies['c'])}  sources/c")
     assert again.stdout.strip() == f"unchanged {sha256(bodies['a'])}  sources/a"
+
+
+def test_ctrl_c_during_fetch_all_stops_at_once_and_leaves_nothing_behind(
+    faults: FaultServer, tmp_path
+):
+    # One fetch streams a body that never ends; the other waits for its source's fetch
+    # lock, held here. Ctrl-C must end both now (not after the lock's 6 hours), remove
+    # the partial body, and leave no lock of the command's behind.
+    def endless(req: Request) -> None:
+        req.start(200, {"Content-Length": str(100 << 20)})
+        req.write(b"x" * 65536)
+        faults.pause(30)
+
+    faults.route("/endless.bin", endless)
+    faults.route("/locked.json", Resource(b"[1]\n", etag='"l"'))
+    assert _cas(tmp_path, "init").returncode == 0
+    for name, path in (("endless", "/endless.bin"), ("locked", "/locked.json")):
+        assert _cas(tmp_path, "source", "add", name, faults.url(path)).returncode == 0
+    store = tmp_path / ".casstore"
+    held = LockFile(store / "locks" / "fetch" / "locked")
+    held.acquire()
+    try:
+        proc = subprocess.Popen(
+            [_find_cas(), "fetch", "--all", "-j", "2"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while not faults.seen("/endless.bin", "GET") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the body is streaming, the other fetch waits for the lock
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("cas fetch --all did not stop on Ctrl-C") from None
+    finally:
+        held.release()
+
+    assert proc.returncode == 130, err
+    assert err.strip() == "cas: error: interrupted", err
+    assert list((store / "tmp").iterdir()) == []
+    assert [p.name for p in (store / "locks" / "fetch").iterdir()] == []
+    again = _cas(tmp_path, "fetch", "locked")
+    assert again.returncode == 0 and again.stdout.startswith("downloaded "), again

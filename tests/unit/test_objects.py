@@ -324,3 +324,96 @@ def test_preallocate_keeps_the_file_size(tmp_path):
         assert _fs.preallocate(fd, 0) is False
     finally:
         os.close(fd)
+
+
+# ---- raw output written past the page cache (O_DIRECT) -----------------------------------
+
+
+def _takes_o_direct(directory) -> bool:
+    from casstore import _fs
+
+    fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        return _fs.set_direct(fd, True)
+    finally:
+        os.close(fd)
+        os.unlink(directory / "probe")
+
+
+@pytest.fixture
+def direct_calls(monkeypatch):
+    """Record every O_DIRECT switch the writers make: ``[(on, accepted), ...]``."""
+    from casstore import _fs
+
+    calls = []
+    real = _fs.set_direct
+
+    def spy(fd, on):
+        ok = real(fd, on)
+        calls.append((on, ok))
+        return ok
+
+    monkeypatch.setattr(_fs, "set_direct", spy)
+    return calls
+
+
+@pytest.mark.parametrize("size", [2 * CHUNK, 2 * CHUNK + 1, CHUNK + 4096, 3 * CHUNK - 1])
+def test_raw_output_with_o_direct_round_trips_whatever_the_tail(make, direct_calls, size):
+    store = make()
+    data = random_bytes(size, seed=size)
+    got = put(store, data)
+    w = store.writer(size_hint=size)
+    w.write(data)
+    got2 = w.commit()
+    assert got.id == got2.id == sha256(data)
+    assert got.compression == "none"
+    assert store.locate(got.id)[0].read_bytes() == data
+    if _takes_o_direct(store.tmp):
+        # whole 1 MiB pieces went direct; a tail that is not a multiple of 4 KiB did not
+        assert (True, True) in direct_calls
+        if size % 4096:
+            assert (False, True) in direct_calls
+
+
+def test_a_filesystem_refusing_o_direct_gets_plain_writes(make, monkeypatch):
+    from casstore import _fs
+
+    monkeypatch.setattr(_fs, "set_direct", lambda fd, on: not on)  # refuses to turn it on
+    store = make()
+    data = random_bytes(2 * CHUNK + 99, seed=3)
+    assert read(store, put(store, data).id) == data
+
+
+def test_an_o_direct_write_refused_with_einval_is_written_again_plainly(make, monkeypatch):
+    import errno
+    import fcntl
+
+    from casstore import objects
+
+    real_write = os.write
+    refused = []
+
+    def picky(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and not refused:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(objects.os, "write", picky)
+    store = make()
+    data = random_bytes(3 * CHUNK, seed=4)
+    got = put(store, data)
+    monkeypatch.setattr(objects.os, "write", real_write)
+    assert read(store, got.id) == data
+    assert got.size == len(data)
+    if _takes_o_direct(make().tmp):
+        assert refused, "the refusal was never met: the test tested nothing"
+
+
+def test_compressed_output_never_turns_o_direct_on(make, direct_calls):
+    store = make(policy="zstd")
+    data = JSONISH * 10
+    got = put(store, data)
+    assert got.compression == "zstd"
+    assert read(store, got.id) == data
+    assert [on for on, _ in direct_calls if on] == []
