@@ -480,6 +480,7 @@ class ObjectStore:
             raise ObjectNotFound(f"object {object_id} not found")
         path, compression = where
         raw = open(path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+        _fs.read_ahead(raw.fileno())
         if compression == "none":
             return raw
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, closefd=True)

@@ -31,6 +31,7 @@ import blake3
 import zstandard
 from pydantic import BaseModel
 
+from casstore import _fs
 from casstore.errors import BadRecord, CasError, UsageError
 from casstore.ids import is_object_id
 from casstore.objects import CHUNK
@@ -93,6 +94,7 @@ def _hash_object(path: Path, compressed: bool, fast: bool) -> tuple[str, int]:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as raw:
+        _fs.read_ahead(raw.fileno())
         src: Any = raw
         if compressed:
             src = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
