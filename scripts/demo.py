@@ -1,5 +1,6 @@
 """The main job, offline: a daily dump served over HTTP on 127.0.0.1, fetched into a store
-with its chain of custody, fetched again unchanged (a 304), fetched when it changes inside
+with its chain of custody, fetched again unchanged (a 304), fetched with two more sources
+at once (``cas fetch --all``), fetched when it changes inside
 a logged pipeline run, sampled, processed, traced, verified, collected; then its metadata
 queried, a manifest written, the files exported with checksums and the run exported as
 OpenLineage events.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -105,6 +107,17 @@ def main() -> None:
         print("\n# again: a conditional GET, answered 304; no body crosses the wire")
         cas("fetch", "systems")
         cas("fetch", "--check", "systems")
+        print("\n# every registered source at once, over one client: new ones are downloaded,")
+        print("# known ones cost a conditional GET")
+        (site / "stations.csv").write_text(
+            "station,system,pads\n" + "".join(f"st-{i},{i % 97},{i % 3}\n" for i in range(500))
+        )
+        (site / "bodies.json").write_text(
+            json.dumps([{"body": i, "system": i % 97} for i in range(300)]) + "\n"
+        )
+        cas("source", "add", "stations", f"{base}/stations.csv", "--dataset", "stations")
+        cas("source", "add", "bodies", f"{base}/bodies.json", "--dataset", "bodies")
+        cas("fetch", "--all", "-j", "4")
         print("\n# tomorrow's dump appears; this time the pipeline logs a run around its steps")
         publish(site, 2, mtime=now)
         run_id = cas("runs", "start", "daily_ingest", "--trigger-type", "scheduler").strip()
