@@ -267,6 +267,19 @@ class FetchJob:
             self.probe = self.prev is None or self.prev.url != self.t.shown
             self._held = stack.pop_all()
 
+    def download_args(self, max_size: int | None) -> dict[str, Any]:
+        """What either download driver is given for this fetch (after :meth:`acquire`)."""
+        return {
+            "url": self.t.url,
+            "objects": self.store.objects,
+            "validators": self.validators,
+            "expected_sha256": self.expected,
+            "max_size": max_size,
+            "redact": self.t.redact,
+            "headers": self.t.headers,
+            "probe": self.probe,
+        }
+
     def release(self) -> None:
         """Let go of the locks :meth:`acquire` took."""
         self._held.close()
@@ -333,17 +346,10 @@ def fetch(
         try:
             result = download(
                 http,
-                job.t.url,
-                store.objects,
                 opts=opts,
-                validators=job.validators,
-                expected_sha256=job.expected,
-                max_size=max_size,
                 progress=progress,
                 on_total=on_total,
-                redact=job.t.redact,
-                headers=job.t.headers,
-                probe=job.probe,
+                **job.download_args(max_size),
             )
             fetched = job.conclude(result)
         finally:

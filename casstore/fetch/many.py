@@ -157,18 +157,7 @@ async def _fetch_async(
         try:
             try:
                 await _settle(job.acquire, on_cancel=job.abandon.set)
-                result = await download_async(
-                    http,
-                    job.t.url,
-                    store.objects,
-                    opts=opts,
-                    validators=job.validators,
-                    expected_sha256=job.expected,
-                    max_size=max_size,
-                    redact=job.t.redact,
-                    headers=job.t.headers,
-                    probe=job.probe,
-                )
+                result = await download_async(http, opts=opts, **job.download_args(max_size))
                 fetched = await _settle(job.conclude, result)
             finally:
                 await _settle(job.release)  # also after an acquire that ended late
