@@ -107,8 +107,10 @@ def aligned_buffer(size: int) -> mmap.mmap:
     """A writable buffer of ``size`` bytes on a page boundary, as O_DIRECT needs.
 
     An anonymous mapping: Python's ``bytearray`` makes no promise about its alignment.
+    Private, so a forked child gets its own copy, as it would of a ``bytearray`` (a
+    shared mapping would let parent and child fill the same buffer).
     """
-    return mmap.mmap(-1, size)
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
 
 
 def is_aligned(view: memoryview) -> bool:
@@ -279,11 +281,22 @@ def describe_holder(raw: bytes) -> str:
         return "an unknown process"
 
 
-def _backoff(deadline: float, on_wait: Callable[[], None] | None) -> Iterator[None]:
+def _backoff(
+    deadline: float,
+    on_wait: Callable[[], None] | None,
+    abandon: threading.Event | None = None,
+) -> Iterator[None]:
+    """Yield until ``deadline``, sleeping a little longer each time (at most 50 ms).
+
+    ``abandon``, once set (from another thread: a Ctrl-C of ``cas fetch --all``), ends
+    the wait with a :class:`LockError`.
+    """
     delay = 0.001
     waited = False
     while True:
         yield
+        if abandon is not None and abandon.is_set():
+            raise LockError("gave up waiting for a lock: the command was interrupted")
         if time.monotonic() >= deadline:
             return
         if not waited and on_wait is not None:
@@ -320,11 +333,9 @@ class LockFile:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout
-        for _ in _backoff(deadline, on_wait):
+        for _ in _backoff(deadline, on_wait, abandon):
             if self._try_create() or self._try_take_over():
                 return
-            if abandon is not None and abandon.is_set():
-                raise LockError(f"gave up waiting for lock {self.path}", path=str(self.path))
         raw = b""
         with contextlib.suppress(OSError):
             raw = self.path.read_bytes()
@@ -424,8 +435,15 @@ class StoreLock:
         self.intent = path.with_name(path.name + ".intent")
         self.timeout = timeout
 
-    def _take(self, fd: int, mode: int, deadline: float, lock_fd: int) -> None:
-        for _ in _backoff(deadline, None):
+    def _take(
+        self,
+        fd: int,
+        mode: int,
+        deadline: float,
+        lock_fd: int,
+        abandon: threading.Event | None = None,
+    ) -> None:
+        for _ in _backoff(deadline, None, abandon):
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return
@@ -440,15 +458,20 @@ class StoreLock:
         )
 
     @contextlib.contextmanager
-    def hold(self, *, exclusive: bool = False) -> Iterator[None]:
-        """Hold the lock for the duration of a ``with`` block."""
+    def hold(
+        self, *, exclusive: bool = False, abandon: threading.Event | None = None
+    ) -> Iterator[None]:
+        """Hold the lock for the duration of a ``with`` block.
+
+        ``abandon``: set from another thread, it ends a wait with a :class:`LockError`.
+        """
         intent = os.open(self.intent, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + self.timeout
         try:
-            self._take(intent, mode, deadline, fd)
-            self._take(fd, mode, deadline, fd)
+            self._take(intent, mode, deadline, fd, abandon)
+            self._take(fd, mode, deadline, fd, abandon)
             if not exclusive:
                 os.close(intent)  # in: let the next writer (or a waiting gc) at it
                 intent = -1

@@ -94,12 +94,12 @@ class _Sink:
                 if self.policy == "zstd" or len(out) <= len(chunk) * (1 - _MIN_SAVING):
                     self.compression = "zstd"
                     self._zobj = zobj
-                    self.file.write(out)
+                    _fs.write_all(self.file.fileno(), out)
                     return
         if self._zobj is not None:
             out = self._zobj.compress(chunk)
             if out:
-                self.file.write(out)
+                _fs.write_all(self.file.fileno(), out)
         else:
             if self._hint is not None and not self._reserved and self._hint > CHUNK:
                 # Raw output: it will be as long as the input (see _fs.preallocate).
@@ -112,7 +112,8 @@ class _Sink:
         Whole aligned pieces (the writers' 1 MiB page-aligned buffers) go straight to the
         disk (see :func:`_fs.set_direct`); the last, shorter piece, and everything on a
         filesystem that refuses ``O_DIRECT``, through the page cache. The bytes on disk
-        are the same either way, and the object is fsynced before it is placed.
+        are the same either way, and they are made durable (an fsync, or the batch's
+        barrier) before anything points at the object.
         """
         fd = self.file.fileno()
         view = chunk
@@ -124,6 +125,8 @@ class _Sink:
                 and _fs.is_aligned(view)
             )
             if direct != self._direct and not _fs.set_direct(fd, direct):
+                if not direct:  # O_DIRECT would not come off: no unaligned write can go
+                    raise OSError(errno.EINVAL, "cannot turn O_DIRECT off for an object file")
                 self._direct_ok = direct = False
             self._direct = direct
             try:
@@ -138,7 +141,7 @@ class _Sink:
 
     def close(self) -> int:
         if self._zobj is not None:
-            self.file.write(self._zobj.flush())
+            _fs.write_all(self.file.fileno(), self._zobj.flush())
         size = self.file.tell()
         if self._reserved:
             os.ftruncate(self.file.fileno(), size)  # frees what was reserved and not used
@@ -550,7 +553,9 @@ class ObjectWriter:
 
     def _open(self) -> None:
         fd, self.tmp = _fs.make_temp(self.store.tmp, "dl")
-        self.sink = _Sink(fd, self.store.policy, self.store._mine().cctx_mt, self.size_hint)
+        # A compressor of its own: writers made on one thread may be fed from several.
+        cctx = zstandard.ZstdCompressor(level=self.store.level, write_checksum=True, threads=-1)
+        self.sink = _Sink(fd, self.store.policy, cctx, self.size_hint)
         self._sha = hashlib.sha256()
         self._b3 = blake3.blake3()
         self._m5 = hashlib.md5(usedforsecurity=False) if self.md5 else None

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from casstore import _fs
 from casstore.errors import CasError, FetchError, IntegrityError, SourceNotFound, UsageError
 from casstore.fetch.download import DownloadResult, Validators, download
-from casstore.fetch.http import HttpOptions, guarded, make_client, split_etag
+from casstore.fetch.http import HttpOptions, guard_client, guarded, make_client, split_etag
 from casstore.fetch.redact import DEFAULT_SECRET_PARAMS, REDACTED, redact_url, scrub
 from casstore.fetch.sources import Source, check_url, slug_for
 from casstore.ids import is_object_id
@@ -246,7 +246,7 @@ class FetchJob:
         self.prev: Any = None
         self.validators: Validators | None = None
         self.probe = False
-        self.abandon = threading.Event()  # set: stop waiting for the fetch lock
+        self.abandon = threading.Event()  # set: stop waiting for the locks
         self._held = contextlib.ExitStack()
 
     def acquire(self) -> None:
@@ -254,7 +254,7 @@ class FetchJob:
         the same source), then read what the last fetch left."""
         store = self.store
         with contextlib.ExitStack() as stack:
-            stack.enter_context(store.lock.hold())
+            stack.enter_context(store.lock.hold(abandon=self.abandon))
             lock = _fs.LockFile(self.lock_path, timeout=FETCH_LOCK_TIMEOUT)
             lock.acquire(abandon=self.abandon)
             stack.callback(lock.release)
@@ -340,7 +340,7 @@ def fetch(
         env=env or {},
     )
     own = client is None
-    http = client or make_client(replace(opts, headers={}))
+    http = make_client(replace(opts, headers={})) if client is None else guard_client(client)
     try:
         job.acquire()
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import http.cookiejar
 import netrc
 import random
 import ssl
@@ -114,17 +113,42 @@ def make_client(opts: HttpOptions) -> httpx.Client:
     return httpx.Client(**_client_settings(opts), event_hooks=hooks)
 
 
-def make_async_client(opts: HttpOptions) -> httpx.AsyncClient:
-    """:func:`make_client` for asyncio (``cas fetch --all``): one client, many fetches.
+def guard_client(client: httpx.Client) -> httpx.Client:
+    """Give a caller's own client the hook that keeps extra headers to their origin."""
+    hooks = client.event_hooks["request"]
+    if _strip_foreign not in hooks:
+        hooks.append(_strip_foreign)
+    return client
 
-    It keeps no cookies: a cookie that one source's server sets (a session opened with
-    that source's token) would otherwise go with every later request to that host, other
-    sources' included.
+
+def make_async_pool(opts: HttpOptions) -> httpx.AsyncHTTPTransport:
+    """The connection pool that the clients of one ``cas fetch --all`` share."""
+    return httpx.AsyncHTTPTransport(verify=_tls(), http1=True, http2=opts.http2)
+
+
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A shared pool lent to one client: closing the client leaves the pool open."""
+
+    def __init__(self, pool: httpx.AsyncHTTPTransport) -> None:
+        self._pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass  # the pool's owner closes it
+
+
+def make_async_client(opts: HttpOptions, pool: httpx.AsyncHTTPTransport) -> httpx.AsyncClient:
+    """:func:`make_client` for asyncio, for one fetch of ``cas fetch --all``.
+
+    Each fetch has a client of its own over the shared ``pool``: the connections are
+    shared, but not the cookies. A cookie one source's server sets (a session opened with
+    that source's token) stays with that source's redirects and retries, and never goes
+    with another source's requests to the same host.
     """
-    refuse_all = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
-    jar = http.cookiejar.CookieJar(policy=refuse_all)
     hooks = {"request": [_strip_foreign_async]}
-    return httpx.AsyncClient(**_client_settings(opts), cookies=jar, event_hooks=hooks)
+    return httpx.AsyncClient(**_client_settings(opts), transport=_Borrowed(pool), event_hooks=hooks)
 
 
 def retry_after(response: httpx.Response) -> float | None:

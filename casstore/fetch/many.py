@@ -1,4 +1,4 @@
-"""Several fetches at once (``cas fetch --all``, ``-i``): one asyncio httpx client.
+"""Several fetches at once (``cas fetch --all``, ``-i``): asyncio httpx, one connection pool.
 
 Bodies stream on the event loop through :func:`download_async`, which drives the same
 protocol state (:class:`~casstore.fetch.download.DownloadState`) as a single blocking fetch.
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -24,7 +25,7 @@ import httpx
 from casstore.errors import CasError, IntegrityError
 from casstore.fetch.download import DownloadResult, DownloadState, RetryableStatus, Validators
 from casstore.fetch.fetcher import FetchFailure, FetchJob, FetchResult
-from casstore.fetch.http import HttpOptions, make_async_client
+from casstore.fetch.http import HttpOptions, make_async_client, make_async_pool
 from casstore.fetch.redact import redact_url
 from casstore.objects import ObjectStore
 
@@ -43,7 +44,7 @@ def fetch_many(
     max_size: int | None = None,
     on_done: Callable[[FetchResult | FetchFailure], None] | None = None,
 ) -> list[FetchResult | FetchFailure]:
-    """Fetch several targets, ``jobs`` at once, over one asyncio httpx client.
+    """Fetch several targets, ``jobs`` at once, on one event loop and one connection pool.
 
     Bodies stream on the event loop; the store's blocking work (waiting for locks, the
     records, fsync, the ref moves) runs in worker threads, one store handle per target.
@@ -80,13 +81,15 @@ async def _fetch_many(
         ThreadPoolExecutor(jobs + 2, thread_name_prefix="cas-fetch")
     )
     limit = asyncio.Semaphore(jobs)
-    async with make_async_client(replace(opts, headers={})) as http:
+    plain = replace(opts, headers={})  # a target's headers go with its requests only
+    async with make_async_pool(opts) as pool:
 
         async def one(target: str) -> FetchResult | FetchFailure:
             async with limit:
                 result: FetchResult | FetchFailure
                 try:
-                    result = await _fetch_async(root, target, http, opts, env, **kwargs)
+                    async with make_async_client(plain, pool) as http:
+                        result = await _fetch_async(root, target, http, opts, env, **kwargs)
                 except CasError as exc:
                     result = FetchFailure(target=redact_url(target), error=str(exc))
             if on_done is not None:
@@ -103,26 +106,43 @@ async def _fetch_many(
 
 
 async def _settle(
-    fn: Callable[..., T], *args: Any, on_cancel: Callable[[], None] | None = None
+    fn: Callable[..., T],
+    *args: Any,
+    on_cancel: Callable[[], None] | None = None,
+    on_late: Callable[[T], None] | None = None,
 ) -> T:
     """Run a blocking step in a worker thread, and let it finish even when cancelled.
 
     A thread cannot be stopped: if the caller moved on at a cancellation (Ctrl-C), the
     locks would be released and the store closed under a step still writing. So on
-    cancellation this waits for the step to end (``on_cancel`` may ask it to hurry: a
-    lock wait gives up), then passes the cancellation on.
+    cancellation this waits for the thread itself to end (``on_cancel`` may ask it to
+    hurry: a lock wait gives up), hands a result that came too late to ``on_late`` (to
+    close it), then passes the cancellation on. It watches the thread, not the task that
+    wraps it, which a second Ctrl-C cancels while the thread runs on.
     """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    finished = threading.Event()
+    late: list[T] = []
+
+    def run() -> T:
+        try:
+            result = fn(*args)
+            late.append(result)
+            return result
+        finally:
+            finished.set()
+
+    task = asyncio.ensure_future(asyncio.to_thread(run))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "unretrieved"
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if on_cancel is not None:
             on_cancel()
-        while not task.done():
+        while not finished.is_set():
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what goes on
+                await asyncio.sleep(0.01)
+        if late and on_late is not None:
+            on_late(late[0])
         raise
 
 
@@ -140,7 +160,7 @@ async def _fetch_async(
     """:func:`fetch` for one target of :func:`fetch_many`."""
     from casstore.store import Store
 
-    store = await _settle(Store.open, root)
+    store = await _settle(Store.open, root, on_late=lambda s: s.close())
     try:
         job = await _settle(
             functools.partial(

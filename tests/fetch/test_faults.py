@@ -638,6 +638,22 @@ def test_credentials_in_url_and_headers_never_reach_the_store(faults: FaultServe
     )
 
 
+def test_a_callers_own_client_gets_the_redirect_guard_too(faults: FaultServer, store):
+    import httpx
+
+    port = faults.base_url.rsplit(":", 1)[1]
+    faults.route("/there.json", Resource(b"[3]\n", etag='"t3"'))
+    faults.route("/away2.json", _redirect(f"http://localhost:{port}/there.json"))
+
+    with httpx.Client(follow_redirects=True) as client:
+        store.fetch(
+            faults.url("/away2.json"), client=client, opts=fast(headers={"X-Api-Key": "k3y"})
+        )
+
+    assert all(r.header("x-api-key") == "k3y" for r in faults.seen("/away2.json"))
+    assert [r.header("x-api-key") for r in faults.seen("/there.json")] == [None, None]
+
+
 def test_secret_headers_never_follow_a_redirect_to_another_host(faults, store, cas):
     # 127.0.0.1 and localhost are two origins served by the same fault server: the first
     # redirects to the second. The caller's headers reach the first only; a redirect

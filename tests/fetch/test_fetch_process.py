@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from casstore._fs import LockFile
+from casstore._fs import LockFile, StoreLock
 from tests.e2e.conftest import _find_cas
 from tests.fetch.conftest import FaultServer, Request, Resource, sha256
 
@@ -110,3 +110,37 @@ def test_ctrl_c_during_fetch_all_stops_at_once_and_leaves_nothing_behind(
     assert [p.name for p in (store / "locks" / "fetch").iterdir()] == []
     again = _cas(tmp_path, "fetch", "locked")
     assert again.returncode == 0 and again.stdout.startswith("downloaded "), again
+
+
+def test_ctrl_c_while_gc_holds_the_store_lock_stops_fetch_all_at_once(
+    faults: FaultServer, tmp_path
+):
+    # gc (or an index rebuild) holds the store lock exclusively for as long as it runs;
+    # every fetch of the batch waits for it, and Ctrl-C must end those waits now.
+    faults.route("/a.json", Resource(b"[1]\n", etag='"a"'))
+    faults.route("/b.json", Resource(b"[2]\n", etag='"b"'))
+    assert _cas(tmp_path, "init").returncode == 0
+    for name in ("a", "b"):
+        assert _cas(tmp_path, "source", "add", name, faults.url(f"/{name}.json")).returncode == 0
+    store = tmp_path / ".casstore"
+    with StoreLock(store / "lock").hold(exclusive=True):
+        proc = subprocess.Popen(
+            [_find_cas(), "fetch", "--all", "-j", "2"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)  # started, and waiting for the store lock
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("cas fetch --all did not stop on Ctrl-C") from None
+
+    assert proc.returncode == 130, err
+    assert err.strip() == "cas: error: interrupted", err
+    assert faults.seen("/a.json") == [] and faults.seen("/b.json") == []
+    assert _cas(tmp_path, "fetch", "--all").returncode == 0

@@ -417,3 +417,18 @@ def test_compressed_output_never_turns_o_direct_on(make, direct_calls):
     assert got.compression == "zstd"
     assert read(store, got.id) == data
     assert [on for on, _ in direct_calls if on] == []
+
+
+def test_aligned_buffers_are_not_shared_with_a_forked_child():
+    # A forked child must get its own copy, as of a bytearray: a shared mapping would let
+    # both processes fill (and hash) the same buffer.
+    from casstore import _fs
+
+    buf = _fs.aligned_buffer(4096)
+    assert _fs.is_aligned(memoryview(buf))
+    pid = os.fork()
+    if pid == 0:
+        buf[0:5] = b"child"
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert buf[0:5] == b"\0" * 5
