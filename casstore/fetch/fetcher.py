@@ -212,7 +212,8 @@ def _validators(prev: Any, target: _Target) -> Validators | None:
 class FetchJob:
     """One fetch's work around its download: the target, the locks, the previous state,
     and what the outcome does to the store. Shared by :func:`fetch` (blocking) and
-    :func:`fetch_many` (asyncio), which differ only in how the body is downloaded.
+    :func:`casstore.fetch.many.fetch_many` (asyncio), which differ only in how the body
+    is downloaded.
     """
 
     def __init__(

@@ -85,6 +85,20 @@ def test_results_keep_the_order_of_the_targets_and_a_failure_stops_nothing(
     assert object_ids(store.root) == {sha256(slow_body), sha256(fast_body)}
 
 
+def test_on_done_sees_each_result_once_as_it_finishes(faults: FaultServer, store: Store):
+    # what the terminal's count bar advances on
+    urls = [
+        faults.route(f"/d{i}.txt", lambda req: req.reply(200, req.path.encode())) for i in range(4)
+    ]
+    urls.append(faults.route("/missing.txt", lambda req: req.reply(404, b"no\n")))
+    seen: list[FetchResult | FetchFailure] = []
+
+    results = fetch_many(store.root, urls, jobs=2, opts=fast(), on_done=seen.append)
+
+    assert len(seen) == 5
+    assert sorted(map(id, seen)) == sorted(map(id, results))
+
+
 def test_a_cut_mid_body_resumes_with_range(faults: FaultServer, store: Store):
     body = noise(3 << 20)
     url = faults.route("/big.bin", Resource(body, etag='"b1"', drops={1: 1_000_000}))

@@ -33,6 +33,29 @@ def _cas(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _start_fetch_all(cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [_find_cas(), "fetch", "--all", "-j", "2"],
+        cwd=cwd,
+        env=_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C, then the process's stderr; fails when it does not end within 15 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        _out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("cas fetch --all did not stop on Ctrl-C") from None
+    return err
+
+
 def test_single_fetch_probe_check_and_all_each_in_a_process(faults: FaultServer, tmp_path):
     bodies = {name: f'{{"source": "{name}"}}\n'.encode() * 50 for name in ("a", "b", "c")}
     urls = {
@@ -83,24 +106,12 @@ def test_ctrl_c_during_fetch_all_stops_at_once_and_leaves_nothing_behind(
     held = LockFile(store / "locks" / "fetch" / "locked")
     held.acquire()
     try:
-        proc = subprocess.Popen(
-            [_find_cas(), "fetch", "--all", "-j", "2"],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _start_fetch_all(tmp_path)
         deadline = time.monotonic() + 20
         while not faults.seen("/endless.bin", "GET") and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)  # the body is streaming, the other fetch waits for the lock
-        proc.send_signal(signal.SIGINT)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("cas fetch --all did not stop on Ctrl-C") from None
+        err = _interrupt(proc)
     finally:
         held.release()
 
@@ -124,21 +135,9 @@ def test_ctrl_c_while_gc_holds_the_store_lock_stops_fetch_all_at_once(
         assert _cas(tmp_path, "source", "add", name, faults.url(f"/{name}.json")).returncode == 0
     store = tmp_path / ".casstore"
     with StoreLock(store / "lock").hold(exclusive=True):
-        proc = subprocess.Popen(
-            [_find_cas(), "fetch", "--all", "-j", "2"],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _start_fetch_all(tmp_path)
         time.sleep(1.5)  # started, and waiting for the store lock
-        proc.send_signal(signal.SIGINT)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("cas fetch --all did not stop on Ctrl-C") from None
+        err = _interrupt(proc)
 
     assert proc.returncode == 130, err
     assert err.strip() == "cas: error: interrupted", err
