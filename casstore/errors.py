@@ -129,6 +129,14 @@ class SourceNotFound(CasError, KeyError):
     """No registered source by that id."""
 
 
+class WorkerDied(CasError):
+    """A worker process of ``cas add`` ended without reporting what it stored.
+
+    Its files may be on disk but not in the index: the index is rebuilt on the store's
+    next open.
+    """
+
+
 class FetchError(CasError):
     """A download that could not be completed (network, HTTP status, size limits).
 

@@ -68,6 +68,47 @@ CREATE INDEX IF NOT EXISTS refs_object ON refs (object_id);
 """
 
 
+_PUT_OBJECT = "INSERT OR REPLACE INTO objects (id, size, stored_size, compression) VALUES (?,?,?,?)"
+_PUT_RECORD = (
+    "INSERT OR IGNORE INTO records (id, object_id, type, created, source_id, dataset,"
+    " transform, fact, pipeline_run, pipeline_step) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_PUT_EDGE = "INSERT OR IGNORE INTO edges (child, parent, record_id) VALUES (?,?,?)"
+_PUT_RECIPE = "INSERT OR IGNORE INTO recipes (key, object_id, record_id) VALUES (?,?,?)"
+
+# An object row as written: (id, size, stored_size, compression).
+ObjectRowIn = tuple[str, int, int, str]
+# A record's rows: the record row, its edges, and its recipe row (or None).
+RecordRows = tuple[tuple[Any, ...], list[tuple[str, str, str]], tuple[str, str, str] | None]
+
+
+def record_rows(rid: str, record: Any) -> RecordRows:
+    """The index rows of one record, as plain tuples.
+
+    Computed apart from the database so that whoever made the record (a worker process,
+    say) can hand over rows that pickle cheaply, and the writer inserts them in bulk.
+    """
+    # A record type's own fields, read from the model's field values: asking a pydantic
+    # model for a field its type lacks goes through a slow __getattr__.
+    fields = record.__dict__
+    link = fields.get("pipeline")
+    row = (
+        rid,
+        record.object,
+        record.type,
+        iso_utc(record.created),
+        record.source_id,
+        record.dataset,
+        fields.get("transform"),
+        summary(record),
+        link.run_id if link is not None else None,
+        link.step_id if link is not None else None,
+    )
+    edges = [(record.object, p, rid) for p in record.parents]
+    key = fields.get("recipe") or fields.get("action")
+    return row, edges, (key, record.object, rid) if key is not None else None
+
+
 @dataclass(frozen=True)
 class ObjectRow:
     """One object as the index knows it, with its first record's type and time."""
@@ -156,41 +197,23 @@ class Index:
     @staticmethod
     def put_object(db: sqlite3.Connection, oid: str, size: int, stored: int, comp: str) -> None:
         """Insert or refresh an object row."""
-        db.execute(
-            "INSERT OR REPLACE INTO objects (id, size, stored_size, compression) VALUES (?,?,?,?)",
-            (oid, size, stored, comp),
-        )
+        db.execute(_PUT_OBJECT, (oid, size, stored, comp))
 
     @staticmethod
     def put_record(db: sqlite3.Connection, rid: str, record: Any) -> None:
         """Insert a record row (with the pipeline run and step it names) and its edges."""
-        link = getattr(record, "pipeline", None)
-        db.execute(
-            "INSERT OR IGNORE INTO records (id, object_id, type, created, source_id, dataset,"
-            " transform, fact, pipeline_run, pipeline_step) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                rid,
-                record.object,
-                record.type,
-                iso_utc(record.created),
-                record.source_id,
-                record.dataset,
-                getattr(record, "transform", None),
-                summary(record),
-                link.run_id if link is not None else None,
-                link.step_id if link is not None else None,
-            ),
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO edges (child, parent, record_id) VALUES (?,?,?)",
-            [(record.object, p, rid) for p in record.parents],
-        )
-        key = getattr(record, "recipe", None) or getattr(record, "action", None)
-        if key is not None:
-            db.execute(
-                "INSERT OR IGNORE INTO recipes (key, object_id, record_id) VALUES (?,?,?)",
-                (key, record.object, rid),
-            )
+        Index.put_rows(db, (), (record_rows(rid, record),))
+
+    @staticmethod
+    def put_rows(
+        db: sqlite3.Connection, objects: Iterable[ObjectRowIn], records: Iterable[RecordRows]
+    ) -> None:
+        """Insert many object rows and records' rows (from :func:`record_rows`) at once."""
+        db.executemany(_PUT_OBJECT, objects)
+        records = list(records)
+        db.executemany(_PUT_RECORD, [r[0] for r in records])
+        db.executemany(_PUT_EDGE, [e for r in records for e in r[1]])
+        db.executemany(_PUT_RECIPE, [r[2] for r in records if r[2] is not None])
 
     def set_ref(self, name: str, object_id: str | None) -> None:
         """Mirror a ref move (``None`` removes it)."""
@@ -222,10 +245,7 @@ class Index:
             for (key,) in db.execute("SELECT key FROM meta WHERE key LIKE 'pending:%'").fetchall():
                 if _writer_dead(key, 0.0):
                     db.execute("DELETE FROM meta WHERE key=?", (key,))
-            for oid, size, stored, comp in objects:
-                self.put_object(db, oid, size, stored, comp)
-            for rid, record in records:
-                self.put_record(db, rid, record)
+            self.put_rows(db, objects, (record_rows(rid, record) for rid, record in records))
             db.executemany("INSERT INTO refs (name, object_id) VALUES (?,?)", refs.items())
             db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('built', ?)", (INDEX_VERSION,)

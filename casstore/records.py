@@ -338,7 +338,7 @@ def write_record(
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        existing = _valid_records(d, record.object)
+        existing = _valid_records(d, record.object, listing=fd)
         if existing:
             want = record.provenance()
             for rid, other in existing:
@@ -357,10 +357,11 @@ def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:
     return _valid_records(meta_dir_str(os.fspath(objects_dir), object_id), object_id)
 
 
-def _valid_records(d: str, object_id: str) -> list[tuple[str, Any]]:
-    """:func:`valid_records` of the ``.meta`` directory ``d``."""
+def _valid_records(d: str, object_id: str, *, listing: int | None = None) -> list[tuple[str, Any]]:
+    """:func:`valid_records` of the ``.meta`` directory ``d`` (listed through the open
+    descriptor ``listing`` when given, which saves opening it again)."""
     try:
-        names = os.listdir(d)
+        names = os.listdir(d if listing is None else listing)
     except FileNotFoundError:
         return []
     out = []
@@ -382,6 +383,8 @@ def summary(record: Any) -> str:
     parameters; samples: the regime; imports: the original path.
     """
     kind = record.type
+    if kind == "import":
+        return record.path or "-"
     if kind == "download":
         tag = record.etag or record.weak_etag
         return (

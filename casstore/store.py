@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -30,9 +32,10 @@ from casstore.errors import (
     RefNotFound,
     StoreNotFound,
     UsageError,
+    WorkerDied,
 )
 from casstore.ids import is_object_id, is_prefix
-from casstore.index import Index
+from casstore.index import Index, ObjectRowIn, RecordRows, record_rows
 from casstore.meta.context import current_link
 from casstore.objects import FdReader, ObjectStore, StoredObject, corrupt
 from casstore.records import (
@@ -49,6 +52,7 @@ from casstore.records import (
 from casstore.refs import ANY, ReflogEntry, RefStore, RefUpdate, check_ref_name, whoami
 
 if TYPE_CHECKING:
+    from casstore import parallel
     from casstore.export import ExportResult
     from casstore.fetch import FetchResult
     from casstore.fetch.sources import SourceRegistry
@@ -70,6 +74,11 @@ _ADD_WINDOW = 64  # results waiting to be yielded, in order
 # Files this large go to the add threads; smaller ones are stored in the caller's thread.
 # Measured here (2 cores): threads lose at 16 KiB, break even near 48 KiB, win at 128 KiB.
 _ADD_THREADED_SIZE = 64 * 1024
+# Smaller files go to worker processes when at least this many are added at once, in
+# chunks of _WORKER_CHUNK, at most _WORKER_CHUNKS_AHEAD chunks per worker in flight.
+_WORKERS_MIN = 512
+_WORKER_CHUNK = 64
+_WORKER_CHUNKS_AHEAD = 16
 
 Source = str | os.PathLike[str] | BinaryIO
 ProgressFn = Callable[[int], None]
@@ -151,20 +160,81 @@ class IndexCounts(BaseModel):
     refs: int
 
 
-# One stored input: what add_many yields, and what its batch indexes.
-_Added = tuple[AddResult, StoredObject, RecordBase]
+# One stored input: what add_many yields, and the index rows its batch inserts.
+_Added = tuple[AddResult, ObjectRowIn, RecordRows]
 
 
-def _settle(window: Iterable[_Added | Future[_Added]], batch: list[_Added]) -> BaseException | None:
-    """Finish inputs in flight, appending what they stored to ``batch`` (to be indexed);
-    return the first error among them, in input order."""
-    first: BaseException | None = None
+# What add_many waits on, in input order: outcomes in hand (a deque), a large file in an
+# add thread (a future of one outcome), or a chunk of small files in a worker process (a
+# future of a list that ends early at the first error).
+_Job = (
+    collections.deque[_Added | BaseException]
+    | Future[_Added]
+    | Future[list[_Added | BaseException]]
+)
+
+
+def _done(job: _Job) -> bool:
+    return isinstance(job, collections.deque) or job.done()
+
+
+def _outcomes(job: _Job) -> Iterable[_Added | BaseException]:
+    """A job's outcomes in order: what it stored, and where it failed, its error."""
+    if isinstance(job, collections.deque):
+        return job
+    # A Ctrl-C while waiting is not the job's outcome: it propagates, and the job stays
+    # in the window to be settled.
+    try:
+        got = job.result()
+    except BrokenExecutor as exc:
+        return [WorkerDied(f"a worker process storing files died unexpectedly ({exc})")]
+    except Exception as exc:
+        return [exc]
+    return got if isinstance(got, list) else [got]
+
+
+def _settle(window: Iterable[_Job], batch: list[_Added]) -> bool:
+    """Finish jobs in flight, appending what they stored to ``batch`` (to be indexed).
+
+    Their errors are dropped: they come after the one being raised. Returns False when a
+    worker process died, so that what it stored may be missing from ``batch``.
+    """
+    reported = True
     for job in window:
-        try:
-            batch.append(job.result() if isinstance(job, Future) else job)
-        except BaseException as exc:
-            first = first or exc
-    return first
+        for outcome in _outcomes(job):
+            if isinstance(outcome, WorkerDied):
+                reported = False
+            elif not isinstance(outcome, BaseException):
+                batch.append(outcome)
+    return reported
+
+
+def _take_head(
+    window: collections.deque[_Job], from_workers: set[int], progress: ProgressFn | None
+) -> Iterator[_Added]:
+    """Yield the first job's stored inputs in order, raising its error where it failed.
+
+    Until the job is used up, what is left of it stays at the head of ``window``: a caller
+    that stops midway still finds (and settles) the rest. A worker's chunk reports its
+    sizes to ``progress`` here (a worker has no callback).
+    """
+    job = window[0]
+    report = progress is not None and id(job) in from_workers
+    from_workers.discard(id(job))
+    rest = window[0] = collections.deque(_outcomes(job))
+    while rest:
+        outcome = rest.popleft()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if report and outcome[1][1]:
+            progress(outcome[1][1])  # type: ignore[misc]
+        yield outcome
+    window.popleft()
+
+
+def _small_path(src: Source, size: int) -> bool:
+    """Whether an input is a file path small enough for a worker process."""
+    return isinstance(src, (str, os.PathLike)) and size < _ADD_THREADED_SIZE
 
 
 def _is_store_dir(path: Path) -> bool:
@@ -601,22 +671,38 @@ class Store:
             common["manifest"] = manifest
         last: AddResult | None = None
         with self.lock.hold():
-            batch: list[tuple[AddResult, StoredObject, RecordBase]] = []
+            # One list for the whole add, emptied in place after each batch: _store_all
+            # appends what inputs in flight stored, when it stops on an error.
+            batch: list[_Added] = []
             batch_bytes = 0
             token = self.index.begin_pending()
+            unsettled: list[bool] = []  # set when inputs in flight could not be waited for
+            stored = self._store_all(sources, common, bool(parent_ids), progress, batch, unsettled)
             try:
-                for item in self._store_all(sources, common, bool(parent_ids), progress, batch):
+                for item in stored:
                     batch.append(item)
-                    batch_bytes += item[1].size
+                    batch_bytes += item[1][1]
                     last = item[0]
                     if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
                         self._index_batch(batch)
-                        done, batch, batch_bytes = batch, [], 0
+                        done = batch.copy()
+                        batch.clear()
+                        batch_bytes = 0
                         yield from (r for r, _, _ in done)
+            except WorkerDied:
+                unsettled.append(True)
+                raise
             finally:
                 # Also on an error or an abandoned iteration: what was written is complete
-                # (object and record), so index it, and clear this writer's token.
-                self._index_batch(batch, token)
+                # (object and record), so index it, and clear this writer's token. Closing
+                # ``stored`` first finishes inputs still in flight into ``batch``. When a
+                # worker died, or that wait was interrupted, files may be stored that
+                # nobody reported: the token then stays, so the next open of the store,
+                # after this process ends, rebuilds the index.
+                try:
+                    stored.close()
+                finally:
+                    self._index_batch(batch, None if unsettled else token)
             yield from (r for r, _, _ in batch)
             if ref is not None and last is not None:
                 self._move_ref(ref, last.id, message="add")
@@ -627,55 +713,99 @@ class Store:
         common: dict[str, Any],
         derived: bool,
         progress: ProgressFn | None,
-        batch: list[tuple[AddResult, StoredObject, RecordBase]],
-    ) -> Iterator[tuple[AddResult, StoredObject, RecordBase]]:
-        """Store every input, yielding results in input order.
+        batch: list[_Added],
+        unsettled: list[bool],
+    ) -> Iterator[_Added]:
+        """Store every input, yielding what was stored in input order.
 
         A file of at least ``_ADD_THREADED_SIZE`` bytes goes to a pool of threads: its
-        hashing and compression release the GIL, so several overlap. A smaller file (or a
-        stream) is stored in the caller's thread: it costs mostly system calls and Python
-        work, which threads would only fight over (the GIL, the ``tmp/`` directory's lock).
-        On an error, inputs already in flight are finished and appended to ``batch`` (so
-        they get indexed) before the error propagates.
+        hashing and compression release the GIL, so several overlap. Smaller files cost
+        mostly system calls and Python work, which threads would only fight over (the
+        GIL); given as a list of at least ``_WORKERS_MIN``, they go in chunks to worker
+        processes (:mod:`casstore.parallel`), else they are stored in the caller's thread.
+        At the first error nothing more is started; inputs already in flight are finished
+        and appended to ``batch`` (so they get indexed), then the error propagates. If that
+        wait is itself interrupted (a second Ctrl-C), ``unsettled`` gets an entry: files
+        may then be stored that ``batch`` does not list.
         """
-        window: collections.deque[_Added | Future[_Added]] = collections.deque()
+        sizes: list[int] | None = None
+        workers: parallel.Workers | None = None
+        in_flight = _ADD_WINDOW
+        if isinstance(sources, (list, tuple)):
+            sizes = [_file_size(src) for src in sources]
+            small = sum(1 for src, n in zip(sources, sizes, strict=True) if _small_path(src, n))
+            if small >= _WORKERS_MIN:
+                from casstore import parallel  # multiprocessing: only when it is used
+
+                count = parallel.worker_count()
+                if count:
+                    job = functools.partial(self._add_in_worker, common, derived)
+                    workers = parallel.Workers(count, job)
+                    in_flight = count * _WORKER_CHUNKS_AHEAD
+        window: collections.deque[_Job] = collections.deque()
+        chunk: list[tuple[str, datetime]] = []
+        from_workers: set[int] = set()  # ids of chunk jobs: progress sees their sizes late
         pool: ThreadPoolExecutor | None = None
+
+        def send_chunk() -> None:
+            assert workers is not None
+            job = workers.submit(chunk.copy())
+            from_workers.add(id(job))
+            window.append(job)
+            chunk.clear()
+
         try:
-            for src in sources:
+            for i, src in enumerate(sources):
                 # The time is taken here, in input order, so that records made in
                 # parallel still sort as the inputs were given.
-                stamp = {**common, "created": utcnow()}
-                if _file_size(src) >= _ADD_THREADED_SIZE:
-                    if pool is None:
-                        pool = ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add")
-                    window.append(pool.submit(self._add_one, src, stamp, derived, progress))
+                created = utcnow()
+                size = sizes[i] if sizes is not None else _file_size(src)
+                if workers is not None and _small_path(src, size):
+                    chunk.append((os.fspath(src), created))  # type: ignore[arg-type]
+                    if len(chunk) >= _WORKER_CHUNK:
+                        send_chunk()
                 else:
-                    try:
-                        window.append(self._add_one(src, stamp, derived, progress))
-                    except BaseException as exc:
-                        # Inputs before this one are still in flight: settle them first,
-                        # so the error reported is the first in input order.
-                        earlier = _settle(window, batch)
-                        window.clear()
-                        if earlier is not None:
-                            raise earlier from exc
-                        raise
-                while window and (len(window) >= _ADD_WINDOW or not isinstance(window[0], Future)):
-                    head = window.popleft()
-                    yield head.result() if isinstance(head, Future) else head
+                    if chunk:
+                        send_chunk()
+                    stamp = {**common, "created": created}
+                    if size >= _ADD_THREADED_SIZE:
+                        if pool is None:
+                            pool = ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add")
+                        window.append(pool.submit(self._add_one, src, stamp, derived, progress))
+                    else:
+                        try:
+                            window.append(
+                                collections.deque([self._add_one(src, stamp, derived, progress)])
+                            )
+                        except Exception as exc:
+                            window.append(collections.deque([exc]))
+                            break  # nothing after the first error is started
+                while window and (len(window) >= in_flight or _done(window[0])):
+                    yield from _take_head(window, from_workers, progress)
+            if chunk:
+                send_chunk()
             while window:
-                head = window.popleft()
-                yield head.result() if isinstance(head, Future) else head
+                yield from _take_head(window, from_workers, progress)
         except BaseException:
-            _settle(window, batch)  # later inputs: their own errors are not the first
+            unsettled.append(True)
+            if _settle(window, batch):
+                unsettled.clear()
             raise
         finally:
             if pool is not None:
                 pool.shutdown()
+            if workers is not None:
+                workers.close()
+
+    def _add_in_worker(
+        self, common: dict[str, Any], derived: bool, path: str, created: datetime
+    ) -> _Added:
+        """:meth:`_add_one` as a worker process runs it (see :mod:`casstore.parallel`)."""
+        return self._add_one(path, {**common, "created": created}, derived, None)
 
     def _add_one(
         self, src: Source, common: dict[str, Any], derived: bool, progress: ProgressFn | None
-    ) -> tuple[AddResult, StoredObject, RecordBase]:
+    ) -> _Added:
         if isinstance(src, (str, os.PathLike)):
             display = os.fspath(src)
             try:
@@ -710,19 +840,16 @@ class Store:
             new_object=stored.new,
             new_record=new_record,
         )
-        return result, stored, record
+        row = (stored.id, stored.size, stored.stored_size, stored.compression)
+        return result, row, record_rows(rid, record)
 
-    def _index_batch(
-        self, batch: list[tuple[AddResult, StoredObject, RecordBase]], token: str | None = None
-    ) -> None:
+    def _index_batch(self, batch: list[_Added], token: str | None = None) -> None:
         """Barrier, then index a batch; with ``token``, also end this writer's pending mark."""
         if batch:
             _fs.syncfs(self.root)  # one durability barrier for the whole batch
         idx = self.index
         with idx.transaction() as db:
-            for result, stored, record in batch:
-                idx.put_object(db, stored.id, stored.size, result.stored_size, result.compression)
-                idx.put_record(db, result.record_id, record)
+            idx.put_rows(db, (row for _, row, _ in batch), (rows for _, _, rows in batch))
             if token is not None:
                 idx.end_pending(db, token)
 

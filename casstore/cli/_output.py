@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -68,19 +69,34 @@ def table(rows: Iterable[list[str]]) -> None:
 
 @contextlib.contextmanager
 def byte_progress(
-    total: int, label: str, *, min_total: int = 32 << 20
+    total: int, label: str, *, min_total: int = 32 << 20, threadless: bool = False
 ) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar on stderr for long byte work, when stderr is a terminal.
 
     Yields a callback taking a byte count, or None when no bar is shown (no terminal, or
-    too little work to be worth one).
+    too little work to be worth one). ``threadless`` redraws from the callback instead of
+    from rich's refresh thread, for work that forks worker processes (a fork is only safe
+    from a process with one thread).
     """
     if total < min_total or not sys.stderr.isatty():
         yield None
         return
-    with _bar() as bar:
+    with _bar(auto_refresh=not threadless) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+        if not threadless:
+            yield lambda n: bar.advance(task, n)
+            return
+        last = 0.0
+
+        def advance(n: int) -> None:
+            nonlocal last
+            bar.advance(task, n)
+            now = time.monotonic()
+            if now - last >= 0.1:
+                last = now
+                bar.refresh()
+
+        yield advance
 
 
 @contextlib.contextmanager
@@ -123,7 +139,7 @@ def count_progress(total: int, label: str) -> Iterator[Callable[[], None] | None
         yield lambda: bar.advance(task, 1)
 
 
-def _bar() -> Any:
+def _bar(*, auto_refresh: bool = True) -> Any:
     """A transient rich bar on stderr: bytes, rate and ETA (rich is imported only here)."""
     from rich.progress import (
         BarColumn,
@@ -141,7 +157,7 @@ def _bar() -> Any:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    return Progress(*columns, transient=True, console=_stderr_console())
+    return Progress(*columns, transient=True, console=_stderr_console(), auto_refresh=auto_refresh)
 
 
 def reflog_table(entries: Iterable[Any]) -> None:

@@ -130,9 +130,11 @@ def add(
     param_map = _parse_params(params)
     inputs = list(expand_inputs(files))
     sources = [sys.stdin.buffer if p == "-" else p for p in inputs]
-    total = sum(_regular_size(p) for p in inputs if p != "-")
+    # The bar's total; without a terminal there is no bar, so no stat per input.
+    total = sum(_regular_size(p) for p in inputs if p != "-") if sys.stderr.isatty() else 0
     results = []
-    with byte_progress(total, "adding") as progress:
+    # No refresh thread: add_many may fork worker processes (casstore.parallel).
+    with byte_progress(total, "adding", threadless=True) as progress:
         for result in store.add_many(
             sources,
             source_id=source_id,

@@ -1,0 +1,161 @@
+"""`Store.add_many` storing many small files through worker processes (casstore.parallel)."""
+
+import io
+import os
+import sqlite3
+import threading
+
+import pytest
+
+import casstore.store as store_mod
+from casstore import parallel
+from casstore.errors import InputError, WorkerDied
+from tests._helpers import check_store, sha256
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Workers for any add of 8 or more small files, in chunks of 3; lists the chunks sent.
+
+    The worker count is forced: pytest may run threads of its own (servers of other
+    tests), and then casstore would rightly refuse to fork.
+    """
+    monkeypatch.setattr(store_mod, "_WORKERS_MIN", 8)
+    monkeypatch.setattr(store_mod, "_WORKER_CHUNK", 3)
+    monkeypatch.setattr(parallel, "worker_count", lambda: 2)
+    chunks: list[list] = []
+    submit = parallel.Workers.submit
+
+    def spy(self, chunk):
+        chunks.append(chunk)
+        return submit(self, chunk)
+
+    monkeypatch.setattr(parallel.Workers, "submit", spy)
+    return chunks
+
+
+@pytest.fixture
+def small(tmp_path):
+    """``small(n)``: n small files (two of them alike), as paths, with their contents."""
+
+    def make(n: int, name: str = "s") -> tuple[list[str], list[bytes]]:
+        d = tmp_path / "in"
+        d.mkdir(exist_ok=True)
+        datas = [f"{name} file {i}\n".encode() * (i % 7 + 1) for i in range(n - 1)]
+        datas.append(datas[0])
+        paths = []
+        for i, data in enumerate(datas):
+            p = d / f"{name}{i:04d}"
+            p.write_bytes(data)
+            paths.append(str(p))
+        return paths, datas
+
+    return make
+
+
+def pending_tokens(store) -> list[str]:
+    db = sqlite3.connect(store.root / "index.sqlite")
+    try:
+        return [k for (k,) in db.execute("SELECT key FROM meta WHERE key LIKE 'pending:%'")]
+    finally:
+        db.close()
+
+
+def test_small_files_go_to_workers_and_come_back_in_input_order(store, sent, small):
+    paths, datas = small(40)
+    results = list(store.add_many(paths))
+    assert len(sent) == 14  # 40 files in chunks of 3
+    assert [r.id for r in results] == [sha256(d) for d in datas]
+    assert [r.path for r in results] == paths
+    assert [r.new_object for r in results] == [True] * 39 + [False]  # the last repeats one
+    by_path = {rec.path: rec for r in results for _, rec in store.records(r.id)}
+    assert sorted(by_path) == sorted(os.path.abspath(p) for p in paths)
+    created = [by_path[os.path.abspath(p)].created for p in paths]
+    assert created == sorted(created)  # taken in input order, whichever worker stored it
+    check_store(store.root)  # objects, records and index agree
+    assert pending_tokens(store) == []
+
+
+def test_workers_mix_with_large_files_and_streams_in_input_order(store, sent, small):
+    paths, datas = small(12)
+    big = os.urandom(100_000)
+    (store.root.parent / "big").write_bytes(big)
+    stream = io.BytesIO(b"from a stream")
+    inputs = [*paths[:6], str(store.root.parent / "big"), stream, *paths[6:]]
+    results = list(store.add_many(inputs))
+    want = [*datas[:6], big, b"from a stream", *datas[6:]]
+    assert [r.id for r in results] == [sha256(d) for d in want]
+    assert sent, "the small files went to workers"
+    check_store(store.root)
+
+
+def test_progress_sees_every_byte_of_the_workers_files(store, sent, small):
+    paths, datas = small(20)
+    seen: list[int] = []
+    list(store.add_many(paths, progress=seen.append))
+    assert sum(seen) == sum(len(d) for d in datas)
+
+
+def test_a_failing_input_stops_the_add_and_what_was_stored_is_indexed(
+    store, sent, small, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(store_mod, "_BATCH_FILES", 5)  # the error comes after two batches
+    paths, datas = small(30)
+    inputs = [*paths[:13], str(tmp_path / "missing"), *paths[13:]]
+    with pytest.raises(InputError, match="missing"):
+        list(store.add_many(inputs))
+    for data in datas[:13]:
+        assert store.resolve(sha256(data))
+    # Inputs in flight when the error came were finished; every file stored is indexed.
+    check_store(store.root)
+    assert pending_tokens(store) == []
+
+
+def test_an_abandoned_add_indexes_what_its_workers_stored(store, sent, small, monkeypatch):
+    monkeypatch.setattr(store_mod, "_BATCH_FILES", 5)  # results come while chunks are out
+    paths, _ = small(40)
+    results = store.add_many(paths)
+    next(results)
+    results.close()
+    check_store(store.root)
+    assert pending_tokens(store) == []
+
+
+def test_a_worker_that_dies_is_an_error_and_the_index_gets_rebuilt(store, sent, small, monkeypatch):
+    paths, datas = small(20)
+    assert datas[10] not in datas[:10] + datas[11:]
+    real = store_mod.Store._add_in_worker
+
+    def fragile(self, common, derived, path, created):
+        if path.endswith("s0010"):
+            os._exit(3)
+        return real(self, common, derived, path, created)
+
+    monkeypatch.setattr(store_mod.Store, "_add_in_worker", fragile)
+    with pytest.raises(WorkerDied, match="died"):
+        list(store.add_many(paths))
+    # The pool then stops the other worker wherever it is: at worst a stray temp file,
+    # and files stored that nobody reported. So the writer's token stays, and the index
+    # is rebuilt once this process is gone; after that rebuild, all agrees.
+    assert len(pending_tokens(store)) == 1
+    check_store(store.root, index=False, allow_tmp=True)
+    store.rebuild_index()
+    found = check_store(store.root, allow_tmp=True)
+    assert sha256(datas[10]) not in found["objects"]
+
+
+def test_no_workers_while_another_thread_runs():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert parallel.worker_count() == 0
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_few_files_are_stored_without_workers(store, sent, small):
+    paths, datas = small(7)
+    assert [r.id for r in store.add_many(paths)] == [sha256(d) for d in datas]
+    assert sent == []
