@@ -19,6 +19,8 @@ stores every file itself.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -32,6 +34,7 @@ from typing import Any
 from casstore.errors import CasError
 
 _MAX_WORKERS = 8
+_PR_SET_PDEATHSIG = 1  # prctl(2): a signal sent to this process when its parent dies
 
 # Set in the adding process just before the fork, so that every worker inherits it: the
 # function storing one input, and the pid workers watch to stop when the adder is gone.
@@ -41,14 +44,22 @@ _adder = 0
 
 def worker_count() -> int:
     """How many worker processes to use here: one per usable core, or 0 when forking is
-    not safe or not worth it (one core, another platform, other threads running)."""
-    if sys.platform != "linux" or threading.active_count() > 1:
+    not safe or not worth it (one core, another platform, other threads running, native
+    ones such as zstd's included)."""
+    if sys.platform != "linux" or threading.active_count() > 1 or _native_threads() > 1:
         return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except OSError:
         cores = os.cpu_count() or 1
     return min(cores, _MAX_WORKERS) if cores > 1 else 0
+
+
+def _native_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # cannot tell: assume the worst
 
 
 class Workers:
@@ -60,13 +71,16 @@ class Workers:
         sys.stdout.flush()
         sys.stderr.flush()
         _job, _adder = job, os.getpid()
+        self._pool = ProcessPoolExecutor(
+            count, mp_context=multiprocessing.get_context("fork"), initializer=_started
+        )
         try:
-            self._pool = ProcessPoolExecutor(
-                count, mp_context=multiprocessing.get_context("fork"), initializer=_started
-            )
             # Fork now, while this process has one thread: the pool starts a thread of
             # its own right after its workers.
             self._pool.submit(int).result()
+        except BaseException:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             _job = None
 
@@ -85,6 +99,12 @@ def _started() -> None:
     # Ctrl-C reaches the whole process group: the adder handles it, waiting for the
     # chunks in flight so that what they stored gets indexed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker holds copies of the adder's descriptors, the store lock among them: if
+    # the adder is killed, its workers must end too, not wait on their queue for ever.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != _adder:  # it died before the line above took effect
+        os._exit(1)
 
 
 def _run(chunk: list[tuple[Any, ...]]) -> list[Any]:

@@ -164,44 +164,61 @@ class IndexCounts(BaseModel):
 _Added = tuple[AddResult, ObjectRowIn, RecordRows]
 
 
-# What add_many waits on, in input order: outcomes in hand (a deque), a large file in an
-# add thread (a future of one outcome), or a chunk of small files in a worker process (a
-# future of a list that ends early at the first error).
-_Job = (
-    collections.deque[_Added | BaseException]
-    | Future[_Added]
-    | Future[list[_Added | BaseException]]
-)
+class _Job:
+    """One entry of add_many's window, in input order: outcomes in hand, a large file in
+    an add thread (a future of one outcome), or a chunk of small files in a worker process
+    (a future of a list that ends early at the first error)."""
 
+    __slots__ = ("counted", "future", "rest")
 
-def _done(job: _Job) -> bool:
-    return isinstance(job, collections.deque) or job.done()
+    def __init__(
+        self,
+        future: Future[Any] | None = None,
+        outcomes: Iterable[_Added | BaseException] | None = None,
+        *,
+        counted: bool = True,
+    ) -> None:
+        self.future = future
+        # The outcomes not yet taken, once known: a caller that stops midway finds the rest.
+        self.rest = None if outcomes is None else collections.deque(outcomes)
+        self.counted = counted  # False for a worker's chunk: progress sees its sizes here
 
+    def done(self) -> bool:
+        return self.rest is not None or self.future is None or self.future.done()
 
-def _outcomes(job: _Job) -> Iterable[_Added | BaseException]:
-    """A job's outcomes in order: what it stored, and where it failed, its error."""
-    if isinstance(job, collections.deque):
-        return job
-    # A Ctrl-C while waiting is not the job's outcome: it propagates, and the job stays
-    # in the window to be settled.
-    try:
-        got = job.result()
-    except BrokenExecutor as exc:
-        return [WorkerDied(f"a worker process storing files died unexpectedly ({exc})")]
-    except Exception as exc:
-        return [exc]
-    return got if isinstance(got, list) else [got]
+    def outcomes(self) -> collections.deque[_Added | BaseException]:
+        """Its outcomes in order: what it stored, and where it failed, its error. Waits;
+        a Ctrl-C while waiting propagates and leaves the job as it was, to be settled."""
+        if self.rest is None:
+            assert self.future is not None
+            try:
+                got = self.future.result()
+            except BrokenExecutor as exc:
+                got = [WorkerDied(f"a worker process storing files died unexpectedly ({exc})")]
+            except Exception as exc:
+                got = [exc]
+            self.rest = collections.deque(got if isinstance(got, list) else [got])
+        return self.rest
+
+    def cancel(self) -> None:
+        """Drop it if no thread or worker has begun it (its outcome is then an error)."""
+        if self.rest is None and self.future is not None:
+            self.future.cancel()
 
 
 def _settle(window: Iterable[_Job], batch: list[_Added]) -> bool:
-    """Finish jobs in flight, appending what they stored to ``batch`` (to be indexed).
+    """After an error: drop jobs not yet begun, finish the others, and append what they
+    stored to ``batch`` (to be indexed).
 
     Their errors are dropped: they come after the one being raised. Returns False when a
     worker process died, so that what it stored may be missing from ``batch``.
     """
+    window = list(window)
+    for job in window:
+        job.cancel()
     reported = True
     for job in window:
-        for outcome in _outcomes(job):
+        for outcome in job.outcomes():
             if isinstance(outcome, WorkerDied):
                 reported = False
             elif not isinstance(outcome, BaseException):
@@ -210,24 +227,26 @@ def _settle(window: Iterable[_Job], batch: list[_Added]) -> bool:
 
 
 def _take_head(
-    window: collections.deque[_Job], from_workers: set[int], progress: ProgressFn | None
+    window: collections.deque[_Job], batch: list[_Added], progress: ProgressFn | None
 ) -> Iterator[_Added]:
-    """Yield the first job's stored inputs in order, raising its error where it failed.
+    """Append the first job's stored inputs to ``batch`` and yield them, in order; raise
+    its error where it failed.
 
-    Until the job is used up, what is left of it stays at the head of ``window``: a caller
-    that stops midway still finds (and settles) the rest. A worker's chunk reports its
-    sizes to ``progress`` here (a worker has no callback).
+    An outcome leaves the job only once it is in ``batch``, so a Ctrl-C at any point
+    loses nothing: what is left stays at the head of ``window``, to be settled (at worst
+    an outcome is in both, and indexing it twice is harmless).
     """
     job = window[0]
-    report = progress is not None and id(job) in from_workers
-    from_workers.discard(id(job))
-    rest = window[0] = collections.deque(_outcomes(job))
+    rest = job.outcomes()
     while rest:
-        outcome = rest.popleft()
+        outcome = rest[0]
         if isinstance(outcome, BaseException):
+            rest.popleft()
             raise outcome
-        if report and outcome[1][1]:
-            progress(outcome[1][1])  # type: ignore[misc]
+        if not job.counted and progress is not None and outcome[1][1]:
+            progress(outcome[1][1])
+        batch.append(outcome)
+        rest.popleft()
         yield outcome
     window.popleft()
 
@@ -672,15 +691,14 @@ class Store:
         last: AddResult | None = None
         with self.lock.hold():
             # One list for the whole add, emptied in place after each batch: _store_all
-            # appends what inputs in flight stored, when it stops on an error.
+            # appends each stored input to it (also, on an error, the inputs in flight).
             batch: list[_Added] = []
             batch_bytes = 0
             token = self.index.begin_pending()
             unsettled: list[bool] = []  # set when inputs in flight could not be waited for
             stored = self._store_all(sources, common, bool(parent_ids), progress, batch, unsettled)
             try:
-                for item in stored:
-                    batch.append(item)
+                for item in stored:  # already in batch: _store_all appends it
                     batch_bytes += item[1][1]
                     last = item[0]
                     if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
@@ -716,15 +734,17 @@ class Store:
         batch: list[_Added],
         unsettled: list[bool],
     ) -> Iterator[_Added]:
-        """Store every input, yielding what was stored in input order.
+        """Store every input, appending what was stored to ``batch`` and yielding it, in
+        input order.
 
         A file of at least ``_ADD_THREADED_SIZE`` bytes goes to a pool of threads: its
         hashing and compression release the GIL, so several overlap. Smaller files cost
         mostly system calls and Python work, which threads would only fight over (the
         GIL); given as a list of at least ``_WORKERS_MIN``, they go in chunks to worker
         processes (:mod:`casstore.parallel`), else they are stored in the caller's thread.
-        At the first error nothing more is started; inputs already in flight are finished
-        and appended to ``batch`` (so they get indexed), then the error propagates. If that
+        At the first error nothing more is started: jobs not yet begun by a thread or
+        worker are dropped, the others are finished and appended to ``batch`` (so they get
+        indexed), then the error propagates. If that
         wait is itself interrupted (a second Ctrl-C), ``unsettled`` gets an entry: files
         may then be stored that ``batch`` does not list.
         """
@@ -744,14 +764,11 @@ class Store:
                     in_flight = count * _WORKER_CHUNKS_AHEAD
         window: collections.deque[_Job] = collections.deque()
         chunk: list[tuple[str, datetime]] = []
-        from_workers: set[int] = set()  # ids of chunk jobs: progress sees their sizes late
         pool: ThreadPoolExecutor | None = None
 
         def send_chunk() -> None:
             assert workers is not None
-            job = workers.submit(chunk.copy())
-            from_workers.add(id(job))
-            window.append(job)
+            window.append(_Job(workers.submit(chunk.copy()), counted=False))
             chunk.clear()
 
         try:
@@ -771,21 +788,23 @@ class Store:
                     if size >= _ADD_THREADED_SIZE:
                         if pool is None:
                             pool = ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add")
-                        window.append(pool.submit(self._add_one, src, stamp, derived, progress))
+                        window.append(
+                            _Job(pool.submit(self._add_one, src, stamp, derived, progress))
+                        )
                     else:
                         try:
                             window.append(
-                                collections.deque([self._add_one(src, stamp, derived, progress)])
+                                _Job(outcomes=[self._add_one(src, stamp, derived, progress)])
                             )
                         except Exception as exc:
-                            window.append(collections.deque([exc]))
+                            window.append(_Job(outcomes=[exc]))
                             break  # nothing after the first error is started
-                while window and (len(window) >= in_flight or _done(window[0])):
-                    yield from _take_head(window, from_workers, progress)
+                while window and (len(window) >= in_flight or window[0].done()):
+                    yield from _take_head(window, batch, progress)
             if chunk:
                 send_chunk()
             while window:
-                yield from _take_head(window, from_workers, progress)
+                yield from _take_head(window, batch, progress)
         except BaseException:
             unsettled.append(True)
             if _settle(window, batch):

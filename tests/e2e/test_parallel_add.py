@@ -60,7 +60,38 @@ def test_ctrl_c_during_a_parallel_add_indexes_what_was_stored(cas_exe, env, run,
         raise AssertionError("cas add did not stop on Ctrl-C") from None
     assert proc.returncode == 130, err
     assert err.decode().strip() == "cas: error: interrupted"
-    # Chunks already with the workers were finished and indexed; no worker was left.
+    # Chunks already with the workers were finished and indexed, the rest dropped; no
+    # worker was left.
     found = check_store(tmp_path / ".casstore", allow_tmp=True)
     assert 300 <= len(found["objects"]) < 4000
     assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout == b""
+
+
+def test_workers_end_with_a_killed_add_and_leave_the_store_usable(cas_exe, env, run, tmp_path):
+    run("init")
+    _tree(tmp_path / "small", 4000)
+    objects = tmp_path / ".casstore" / "objects"
+    proc = subprocess.Popen(
+        [cas_exe, "add", "small"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while sum(1 for _ in objects.glob("*/*.meta")) < 300:
+        assert proc.poll() is None, "the add ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()  # the adding process only: its workers hold copies of the store lock
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout:
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("worker processes outlived the killed add")
+        time.sleep(0.05)
+    # The store lock is free: a rebuild takes it exclusively; then the index agrees.
+    run("index", "rebuild")
+    check_store(tmp_path / ".casstore", allow_tmp=True)

@@ -111,6 +111,38 @@ def test_a_failing_input_stops_the_add_and_what_was_stored_is_indexed(
     assert pending_tokens(store) == []
 
 
+def test_ctrl_c_in_the_progress_callback_loses_no_stored_file(store, sent, small):
+    paths, _ = small(40)
+    calls: list[int] = []
+
+    def progress(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 5:  # a terminal's bar redraws here: a Ctrl-C can land in it
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        list(store.add_many(paths, progress=progress))
+    check_store(store.root)  # every file stored is indexed
+    assert pending_tokens(store) == []
+
+
+def test_the_first_error_drops_chunks_no_worker_has_begun(store, sent, small, monkeypatch):
+    paths, _ = small(300)
+    real = store_mod.Store._add_in_worker
+
+    def failing(self, common, derived, path, created):
+        if path.endswith("s0004"):
+            raise InputError(f"{path}: refused")
+        return real(self, common, derived, path, created)
+
+    monkeypatch.setattr(store_mod.Store, "_add_in_worker", failing)
+    with pytest.raises(InputError, match="refused"):
+        list(store.add_many(paths))
+    found = check_store(store.root)
+    # 100 chunks of 3 were sent; only those a worker held or had queued were stored.
+    assert len(found["objects"]) < 60
+
+
 def test_an_abandoned_add_indexes_what_its_workers_stored(store, sent, small, monkeypatch):
     monkeypatch.setattr(store_mod, "_BATCH_FILES", 5)  # results come while chunks are out
     paths, _ = small(40)
