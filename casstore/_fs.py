@@ -23,6 +23,7 @@ import itertools
 import json
 import mmap
 import os
+import signal
 import socket
 import threading
 import time
@@ -197,6 +198,25 @@ def make_temp_str(tmp_dir: str, prefix: str = "w", *, mode: int = 0o644) -> tupl
             continue
         return fd, path
     raise OSError(errno.EEXIST, "could not create a temporary file", tmp_dir)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) in the main thread for a short step that must not be cut
+    in two, such as storing a file and noting that it was stored.
+
+    The signal stays pending and is raised as ``KeyboardInterrupt`` right after the step.
+    Other threads never receive ``KeyboardInterrupt``, so there this does nothing. Never
+    wrap a step that may wait on input without bound (a pipe): Ctrl-C could not end it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

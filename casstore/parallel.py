@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+from casstore import _fs
 from casstore.errors import CasError
 
 _MAX_WORKERS = 8
@@ -40,6 +41,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2): a signal sent to this process when its parent
 # function storing one input, and the pid workers watch to stop when the adder is gone.
 _job: Callable[..., Any] | None = None
 _adder = 0
+_prctl: Callable[..., int] | None = None
 
 
 def worker_count() -> int:
@@ -53,6 +55,15 @@ def worker_count() -> int:
     except OSError:
         cores = os.cpu_count() or 1
     return min(cores, _MAX_WORKERS) if cores > 1 else 0
+
+
+def _find_prctl() -> None:
+    """Look up prctl(2) in the adder, so that a worker only calls it: looking a symbol up
+    takes the dynamic loader's lock, which a fork may have copied in a held state."""
+    global _prctl
+    if _prctl is None:
+        with contextlib.suppress(OSError, AttributeError):
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _native_threads() -> int:
@@ -71,18 +82,22 @@ class Workers:
         sys.stdout.flush()
         sys.stderr.flush()
         _job, _adder = job, os.getpid()
-        self._pool = ProcessPoolExecutor(
-            count, mp_context=multiprocessing.get_context("fork"), initializer=_started
-        )
-        try:
-            # Fork now, while this process has one thread: the pool starts a thread of
-            # its own right after its workers.
-            self._pool.submit(int).result()
-        except BaseException:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        finally:
-            _job = None
+        _find_prctl()
+        # Ctrl-C is held back while the workers start: each one starts with SIGINT
+        # blocked, ignores it, then unblocks it, so none can be killed by it half-made.
+        with _fs.interrupts_held():
+            self._pool = ProcessPoolExecutor(
+                count, mp_context=multiprocessing.get_context("fork"), initializer=_started
+            )
+            try:
+                # Fork now, while this process has one thread: the pool starts a thread
+                # of its own right after its workers.
+                self._pool.submit(int).result()
+            except BaseException:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            finally:
+                _job = None
 
     def submit(self, chunk: list[tuple[Any, ...]]) -> Future[list[Any]]:
         """Run the job over ``chunk`` in a worker; the future's result lists what each item
@@ -99,10 +114,11 @@ def _started() -> None:
     # Ctrl-C reaches the whole process group: the adder handles it, waiting for the
     # chunks in flight so that what they stored gets indexed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back by the adder
     # A worker holds copies of the adder's descriptors, the store lock among them: if
     # the adder is killed, its workers must end too, not wait on their queue for ever.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != _adder:  # it died before the line above took effect
         os._exit(1)
 

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from datetime import datetime
@@ -251,9 +252,9 @@ def _take_head(
     window.popleft()
 
 
-def _small_path(src: Source, size: int) -> bool:
-    """Whether an input is a file path small enough for a worker process."""
-    return isinstance(src, (str, os.PathLike)) and size < _ADD_THREADED_SIZE
+def _small_path(size: int | None) -> bool:
+    """Whether an input is a regular file small enough for a worker process."""
+    return size is not None and size < _ADD_THREADED_SIZE
 
 
 def _is_store_dir(path: Path) -> bool:
@@ -325,14 +326,17 @@ def _files_below(top: str) -> Iterator[str]:
         yield from _files_below(d)
 
 
-def _file_size(src: Source) -> int:
-    """The size of a file to add; 0 for a stream or a path that cannot be stat'ed."""
+def _file_size(src: Source) -> int | None:
+    """The size of a regular file to add; None for a stream, a pipe or anything else that
+    is not a regular file (or cannot be stat'ed): such inputs are read where Ctrl-C can
+    stop them, in the caller's thread."""
     if not isinstance(src, (str, os.PathLike)):
-        return 0
+        return None
     try:
-        return os.stat(src).st_size
+        st = os.stat(src)
     except (OSError, ValueError):
-        return 0
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _printable(path: str) -> str:
@@ -744,61 +748,71 @@ class Store:
         processes (:mod:`casstore.parallel`), else they are stored in the caller's thread.
         At the first error nothing more is started: jobs not yet begun by a thread or
         worker are dropped, the others are finished and appended to ``batch`` (so they get
-        indexed), then the error propagates. If that
-        wait is itself interrupted (a second Ctrl-C), ``unsettled`` gets an entry: files
-        may then be stored that ``batch`` does not list.
+        indexed), then the error propagates. If that wait is itself interrupted (a second
+        Ctrl-C), or a Ctrl-C cut into a stream being stored, ``unsettled`` gets an entry:
+        files may then be stored that ``batch`` does not list.
         """
-        sizes: list[int] | None = None
+        sizes: list[int | None] | None = None
         workers: parallel.Workers | None = None
         in_flight = _ADD_WINDOW
-        if isinstance(sources, (list, tuple)):
-            sizes = [_file_size(src) for src in sources]
-            small = sum(1 for src, n in zip(sources, sizes, strict=True) if _small_path(src, n))
-            if small >= _WORKERS_MIN:
-                from casstore import parallel  # multiprocessing: only when it is used
-
-                count = parallel.worker_count()
-                if count:
-                    job = functools.partial(self._add_in_worker, common, derived)
-                    workers = parallel.Workers(count, job)
-                    in_flight = count * _WORKER_CHUNKS_AHEAD
         window: collections.deque[_Job] = collections.deque()
         chunk: list[tuple[str, datetime]] = []
         pool: ThreadPoolExecutor | None = None
+        # Set while a stream is stored in this thread: a Ctrl-C then may cut between the
+        # store and its note in ``window`` (a stream cannot be shielded: it may block).
+        exposed = False
 
         def send_chunk() -> None:
             assert workers is not None
-            window.append(_Job(workers.submit(chunk.copy()), counted=False))
+            with _fs.interrupts_held():  # a chunk sent is always waited for
+                window.append(_Job(workers.submit(chunk.copy()), counted=False))
             chunk.clear()
 
         try:
+            if isinstance(sources, (list, tuple)):
+                sizes = [_file_size(src) for src in sources]
+                small = sum(1 for n in sizes if _small_path(n))
+                if small >= _WORKERS_MIN:
+                    from casstore import parallel  # multiprocessing: only when it is used
+
+                    count = parallel.worker_count()
+                    if count:
+                        job = functools.partial(self._add_in_worker, common, derived)
+                        workers = parallel.Workers(count, job)
+                        in_flight = count * _WORKER_CHUNKS_AHEAD
             for i, src in enumerate(sources):
                 # The time is taken here, in input order, so that records made in
                 # parallel still sort as the inputs were given.
                 created = utcnow()
                 size = sizes[i] if sizes is not None else _file_size(src)
-                if workers is not None and _small_path(src, size):
+                if workers is not None and _small_path(size):
                     chunk.append((os.fspath(src), created))  # type: ignore[arg-type]
                     if len(chunk) >= _WORKER_CHUNK:
                         send_chunk()
+                    continue
+                if chunk:
+                    send_chunk()
+                stamp = {**common, "created": created}
+                if size is not None and size >= _ADD_THREADED_SIZE:
+                    if pool is None:
+                        pool = ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add")
+                    with _fs.interrupts_held():
+                        future = pool.submit(self._add_one, src, stamp, derived, progress)
+                        window.append(_Job(future))
                 else:
-                    if chunk:
-                        send_chunk()
-                    stamp = {**common, "created": created}
-                    if size >= _ADD_THREADED_SIZE:
-                        if pool is None:
-                            pool = ThreadPoolExecutor(_ADD_THREADS, thread_name_prefix="cas-add")
-                        window.append(
-                            _Job(pool.submit(self._add_one, src, stamp, derived, progress))
-                        )
-                    else:
+                    # A small regular file is read and stored at once: Ctrl-C waits for
+                    # it, so that it is never stored without being noted. A stream, or
+                    # anything else that may block, stays exposed.
+                    exposed = size is None
+                    with contextlib.nullcontext() if exposed else _fs.interrupts_held():
                         try:
-                            window.append(
-                                _Job(outcomes=[self._add_one(src, stamp, derived, progress)])
-                            )
+                            added = self._add_one(src, stamp, derived, progress)
+                            window.append(_Job(outcomes=[added]))
                         except Exception as exc:
                             window.append(_Job(outcomes=[exc]))
+                            exposed = False
                             break  # nothing after the first error is started
+                    exposed = False
                 while window and (len(window) >= in_flight or window[0].done()):
                     yield from _take_head(window, batch, progress)
             if chunk:
@@ -807,7 +821,7 @@ class Store:
                 yield from _take_head(window, batch, progress)
         except BaseException:
             unsettled.append(True)
-            if _settle(window, batch):
+            if _settle(window, batch) and not exposed:
                 unsettled.clear()
             raise
         finally:

@@ -34,13 +34,19 @@ def test_add_of_many_small_files_prints_sha256sum_lines_in_order(run, tmp_path):
     assert len(found["records"]) == 700
 
 
-def test_ctrl_c_during_a_parallel_add_indexes_what_was_stored(cas_exe, env, run, tmp_path):
-    run("init")
-    _tree(tmp_path / "small", 4000)
+def _stored(objects) -> int:
+    """How many objects have their records so far (a cheap count, polled)."""
+    if not objects.is_dir():
+        return 0
+    return sum(1 for d in os.scandir(objects) for e in os.scandir(d) if e.name.endswith(".meta"))
+
+
+def _start(cas_exe, env, tmp_path, *args: str) -> subprocess.Popen:
+    """``cas add ARGS`` in its own process group (a terminal's Ctrl-C reaches it all),
+    returned once 300 objects are stored."""
     objects = tmp_path / ".casstore" / "objects"
-    # Its own process group, as a terminal's Ctrl-C reaches the workers too.
     proc = subprocess.Popen(
-        [cas_exe, "add", "small"],
+        [cas_exe, "add", *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -48,50 +54,67 @@ def test_ctrl_c_during_a_parallel_add_indexes_what_was_stored(cas_exe, env, run,
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
-    while sum(1 for _ in objects.glob("*/*.meta")) < 300:
+    while _stored(objects) < 300:
         assert proc.poll() is None, "the add ended before it could be interrupted"
         assert time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.005)
+    return proc
+
+
+def _wait_gone(proc: subprocess.Popen, seconds: float) -> bytes:
+    """Wait for the add and every process of its group; its stderr."""
     try:
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError("cas add did not stop on Ctrl-C") from None
-    assert proc.returncode == 130, err
-    assert err.decode().strip() == "cas: error: interrupted"
-    # Chunks already with the workers were finished and indexed, the rest dropped; no
-    # worker was left.
-    found = check_store(tmp_path / ".casstore", allow_tmp=True)
-    assert 300 <= len(found["objects"]) < 4000
-    assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout == b""
-
-
-def test_workers_end_with_a_killed_add_and_leave_the_store_usable(cas_exe, env, run, tmp_path):
-    run("init")
-    _tree(tmp_path / "small", 4000)
-    objects = tmp_path / ".casstore" / "objects"
-    proc = subprocess.Popen(
-        [cas_exe, "add", "small"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while sum(1 for _ in objects.glob("*/*.meta")) < 300:
-        assert proc.poll() is None, "the add ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.kill()  # the adding process only: its workers hold copies of the store lock
-    proc.wait()
+        raise AssertionError("cas add did not stop") from None
     deadline = time.monotonic() + 10
     while subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout:
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError("worker processes outlived the killed add")
+            raise AssertionError("worker processes outlived the add")
         time.sleep(0.05)
+    return err
+
+
+def test_ctrl_c_during_a_parallel_add_indexes_what_was_stored(cas_exe, env, run, tmp_path):
+    run("init")
+    _tree(tmp_path / "small", 8000)
+    proc = _start(cas_exe, env, tmp_path, "small")
+    os.killpg(proc.pid, signal.SIGINT)
+    err = _wait_gone(proc, 30)
+    assert proc.returncode == 130, err
+    assert err.decode().strip() == "cas: error: interrupted"
+    # Chunks the workers had taken were finished and indexed, the rest dropped.
+    found = check_store(tmp_path / ".casstore", allow_tmp=True)
+    assert 300 <= len(found["objects"]) < 8000
+
+
+def test_ctrl_c_ends_an_add_waiting_on_a_pipe(cas_exe, env, run, tmp_path):
+    run("init")
+    _tree(tmp_path / "small", 2000)
+    os.mkfifo(tmp_path / "pipe")  # never written: reading it waits for ever
+    proc = _start(cas_exe, env, tmp_path, "small", "pipe")
+    deadline = time.monotonic() + 30
+    while _stored(tmp_path / ".casstore" / "objects") < 2000:  # all but the pipe
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # one Ctrl-C is enough
+    err = _wait_gone(proc, 30)
+    assert proc.returncode == 130, err
+    # The next command finds the index complete, or rebuilds it: either way it agrees.
+    run("ls")
+    found = check_store(tmp_path / ".casstore", allow_tmp=True)
+    assert len(found["objects"]) == 2000
+
+
+def test_workers_end_with_a_killed_add_and_leave_the_store_usable(cas_exe, env, run, tmp_path):
+    run("init")
+    _tree(tmp_path / "small", 2000)
+    os.mkfifo(tmp_path / "pipe")  # the add waits there until it is killed
+    proc = _start(cas_exe, env, tmp_path, "small", "pipe")
+    proc.kill()  # the adding process only: its workers hold copies of the store lock
+    _wait_gone(proc, 30)
     # The store lock is free: a rebuild takes it exclusively; then the index agrees.
     run("index", "rebuild")
     check_store(tmp_path / ".casstore", allow_tmp=True)
