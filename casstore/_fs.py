@@ -201,22 +201,38 @@ def make_temp_str(tmp_dir: str, prefix: str = "w", *, mode: int = 0o644) -> tupl
 
 
 @contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) in the main thread for a short step that must not be cut
-    in two, such as storing a file and noting that it was stored.
+def interrupts_held() -> Iterator[threading.Event]:
+    """Hold back Ctrl-C (SIGINT) for a short step that must not be cut in two, such as
+    storing a file and noting that it was stored.
 
-    The signal stays pending and is raised as ``KeyboardInterrupt`` right after the step.
-    Other threads never receive ``KeyboardInterrupt``, so there this does nothing. Never
-    wrap a step that may wait on input without bound (a pipe): Ctrl-C could not end it.
+    The signal's Python handler is swapped for one that only notes it, in the Event
+    yielded (a wait inside the step can watch it and give up); afterwards the previous
+    handler gets it (``KeyboardInterrupt`` by default). Swapping the handler, not the
+    signal mask, works whichever thread the kernel delivers the signal to. Only the main
+    thread can swap it; elsewhere, and where the handler is not Python's, this does
+    nothing. Never wrap a step that may wait on input without bound (a pipe).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    noted = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield noted
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    frames: list[Any] = []
+
+    def note(_signum: int, frame: Any) -> None:
+        frames.append(frame)
+        noted.set()
+
+    signal.signal(signal.SIGINT, note)
     try:
-        yield
+        yield noted
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.signal(signal.SIGINT, previous)
+        if frames:
+            if callable(previous):
+                previous(signal.SIGINT, frames[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

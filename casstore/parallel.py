@@ -83,8 +83,8 @@ class Workers:
         sys.stderr.flush()
         _job, _adder = job, os.getpid()
         _find_prctl()
-        # Ctrl-C is held back while the workers start: each one starts with SIGINT
-        # blocked, ignores it, then unblocks it, so none can be killed by it half-made.
+        # Ctrl-C is held back while the workers start: until a worker ignores SIGINT,
+        # it has the handler that only notes it, so none can be killed by it half-made.
         with _fs.interrupts_held():
             self._pool = ProcessPoolExecutor(
                 count, mp_context=multiprocessing.get_context("fork"), initializer=_started
@@ -114,7 +114,6 @@ def _started() -> None:
     # Ctrl-C reaches the whole process group: the adder handles it, waiting for the
     # chunks in flight so that what they stored gets indexed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back by the adder
     # A worker holds copies of the adder's descriptors, the store lock among them: if
     # the adder is killed, its workers must end too, not wait on their queue for ever.
     if _prctl is not None:

@@ -17,6 +17,8 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -317,12 +319,19 @@ def load_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:
 
 
 def write_record(
-    objects_dir: Path, tmp_dir: Path, record: RecordBase, *, durable: bool = True
+    objects_dir: Path,
+    tmp_dir: Path,
+    record: RecordBase,
+    *,
+    durable: bool = True,
+    abandon: threading.Event | None = None,
 ) -> tuple[str, bool]:
     """Store a record beside its object unless one with the same provenance exists.
 
     Returns ``(record_id, written)``; an existing record with equal provenance (everything
-    but ``created``) is reused, so adding the same thing twice leaves one record.
+    but ``created``) is reused, so adding the same thing twice leaves one record. A wait
+    for another writer's lock on the ``.meta`` directory ends with ``KeyboardInterrupt``
+    once ``abandon`` is set (a Ctrl-C held back by :func:`casstore._fs.interrupts_held`).
     """
     d = meta_dir_str(os.fspath(objects_dir), record.object)
     try:
@@ -337,7 +346,7 @@ def write_record(
     # one record between them. The kernel drops the flock if the process dies.
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd, abandon)
         existing = _valid_records(d, record.object, listing=fd)
         if existing:
             want = record.provenance()
@@ -350,6 +359,23 @@ def write_record(
         return rid, True
     finally:
         os.close(fd)
+
+
+def _lock(fd: int, abandon: threading.Event | None) -> None:
+    """flock ``fd`` exclusively; while another writer holds it, wait until ``abandon``."""
+    if abandon is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if abandon.is_set():
+                raise KeyboardInterrupt from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:

@@ -14,6 +14,7 @@ import functools
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from datetime import datetime
@@ -253,8 +254,16 @@ def _take_head(
 
 
 def _small_path(size: int | None) -> bool:
-    """Whether an input is a regular file small enough for a worker process."""
-    return size is not None and size < _ADD_THREADED_SIZE
+    """Whether an input is a regular file small enough for a worker process (and not
+    empty: a pseudo-file of /proc or /sys says 0 bytes, and its read may block a worker,
+    which ignores Ctrl-C)."""
+    return size is not None and 0 < size < _ADD_THREADED_SIZE
+
+
+@contextlib.contextmanager
+def _no_hold() -> Iterator[None]:
+    """In place of :func:`_fs.interrupts_held` for a step Ctrl-C must be able to cut."""
+    yield None
 
 
 def _is_store_dir(path: Path) -> bool:
@@ -801,18 +810,22 @@ class Store:
                         window.append(_Job(future))
                 else:
                     # A small regular file is read and stored at once: Ctrl-C waits for
-                    # it, so that it is never stored without being noted. A stream, or
-                    # anything else that may block, stays exposed.
-                    exposed = size is None
-                    with contextlib.nullcontext() if exposed else _fs.interrupts_held():
+                    # it, so that it is never stored without being noted (a wait for
+                    # another writer's record lock gives up). A stream, an empty file
+                    # (a pseudo-file may block) or anything else stays exposed: a Ctrl-C
+                    # there may leave it stored but not noted.
+                    exposed, failed = True, False
+                    shield = size is not None and size > 0
+                    with _fs.interrupts_held() if shield else _no_hold() as noted:
                         try:
-                            added = self._add_one(src, stamp, derived, progress)
+                            added = self._add_one(src, stamp, derived, progress, noted)
                             window.append(_Job(outcomes=[added]))
                         except Exception as exc:
                             window.append(_Job(outcomes=[exc]))
-                            exposed = False
-                            break  # nothing after the first error is started
-                    exposed = False
+                            failed = True
+                        exposed = False
+                    if failed:
+                        break  # nothing after the first error is started
                 while window and (len(window) >= in_flight or window[0].done()):
                     yield from _take_head(window, batch, progress)
             if chunk:
@@ -837,7 +850,12 @@ class Store:
         return self._add_one(path, {**common, "created": created}, derived, None)
 
     def _add_one(
-        self, src: Source, common: dict[str, Any], derived: bool, progress: ProgressFn | None
+        self,
+        src: Source,
+        common: dict[str, Any],
+        derived: bool,
+        progress: ProgressFn | None,
+        abandon: threading.Event | None = None,
     ) -> _Added:
         if isinstance(src, (str, os.PathLike)):
             display = os.fspath(src)
@@ -862,7 +880,9 @@ class Store:
         record = cls(
             object=stored.id, size=stored.size, blake3=stored.blake3, path=origin, **common
         )
-        rid, new_record = write_record(self.objects.dir, self.tmp, record, durable=False)
+        rid, new_record = write_record(
+            self.objects.dir, self.tmp, record, durable=False, abandon=abandon
+        )
         result = AddResult(
             id=stored.id,
             path=display,

@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -346,3 +348,34 @@ def test_creating_a_lock_while_a_taker_inspects_it(tmp_path, monkeypatch):
     lock.commit()
     assert (tmp_path / "ref").read_bytes() == b"done\n"
     assert not path.exists()
+
+
+def test_interrupts_held_defers_ctrl_c_to_the_end_of_the_step():
+    # Another thread runs: the kernel may deliver SIGINT to it; the step is still whole.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    steps = []
+    try:
+        with pytest.raises(KeyboardInterrupt), _fs.interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs the handler here: it only takes note
+            steps.append("finished")
+    finally:
+        stop.set()
+        other.join()
+    assert steps == ["finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupts_held_outside_the_main_thread_changes_nothing():
+    seen = []
+
+    def step():
+        with _fs.interrupts_held():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    t = threading.Thread(target=step)
+    t.start()
+    t.join()
+    assert seen == [signal.default_int_handler]

@@ -1,5 +1,6 @@
 """`Store.add_many` storing many small files through worker processes (casstore.parallel)."""
 
+import fcntl
 import io
 import os
 import signal
@@ -238,3 +239,26 @@ def test_few_files_are_stored_without_workers(store, sent, small):
     paths, datas = small(7)
     assert [r.id for r in store.add_many(paths)] == [sha256(d) for d in datas]
     assert sent == []
+
+
+def test_ctrl_c_ends_a_wait_for_another_writers_record_lock(store, small):
+    paths, datas = small(3)  # few files: stored in this process, Ctrl-C held back
+    oid = sha256(datas[1])
+    meta = store.objects.dir / oid[:2] / f"{oid[2:]}.meta"
+    meta.mkdir(parents=True)
+    held = os.open(meta, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another writer of this object, stuck
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            list(store.add_many(paths))
+        assert time.monotonic() - started < 5
+    finally:
+        timer.cancel()
+        os.close(held)
+    # Its bytes were stored, its record could not be: the writer's token stays, so the
+    # index is rebuilt once this process is gone.
+    assert store.objects.exists(oid)
+    assert len(pending_tokens(store)) == 1
