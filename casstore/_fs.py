@@ -200,37 +200,49 @@ def make_temp_str(tmp_dir: str, prefix: str = "w", *, mode: int = 0o644) -> tupl
     raise OSError(errno.EEXIST, "could not create a temporary file", tmp_dir)
 
 
-@contextlib.contextmanager
-def interrupts_held() -> Iterator[threading.Event]:
+class interrupts_held:
     """Hold back Ctrl-C (SIGINT) for a short step that must not be cut in two, such as
     storing a file and noting that it was stored.
 
-    The signal's Python handler is swapped for one that only notes it, in the Event
-    yielded (a wait inside the step can watch it and give up); afterwards the previous
-    handler gets it (``KeyboardInterrupt`` by default). Swapping the handler, not the
-    signal mask, works whichever thread the kernel delivers the signal to. Only the main
-    thread can swap it; elsewhere, and where the handler is not Python's, this does
-    nothing. Never wrap a step that may wait on input without bound (a pipe).
+    The signal's Python handler is swapped for one that only notes it: ``is_set()`` on
+    the object ``with`` gives says whether it came, so a wait inside the step can give
+    up. Afterwards the previous handler gets it (``KeyboardInterrupt`` by default).
+    Swapping the handler, not the signal mask, works whichever thread the kernel delivers
+    the signal to. Only the main thread can swap it; elsewhere, and where the handler is
+    not Python's, this does nothing. Never wrap a step that may wait on input without
+    bound (a pipe). A class, not a generator: it runs once per small file added.
     """
-    noted = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
-        yield noted
-        return
-    frames: list[Any] = []
 
-    def note(_signum: int, frame: Any) -> None:
-        frames.append(frame)
-        noted.set()
+    __slots__ = ("_frame", "_noted", "_previous")
 
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield noted
-    finally:
+    def __init__(self) -> None:
+        self._noted = False
+        self._frame: Any = None
+        self._previous: Any = None
+
+    def is_set(self) -> bool:
+        """Whether a Ctrl-C came during the step."""
+        return self._noted
+
+    def _note(self, _signum: int, frame: Any) -> None:
+        self._noted, self._frame = True, frame
+
+    def __enter__(self) -> interrupts_held:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._note)
+            self._previous = previous
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        previous = self._previous
+        if previous is None:
+            return
+        self._previous = None
         signal.signal(signal.SIGINT, previous)
-        if frames:
+        if self._noted:
             if callable(previous):
-                previous(signal.SIGINT, frames[0])
+                previous(signal.SIGINT, self._frame)
             elif previous == signal.SIG_DFL:
                 signal.raise_signal(signal.SIGINT)
 

@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -324,7 +323,7 @@ def write_record(
     record: RecordBase,
     *,
     durable: bool = True,
-    abandon: threading.Event | None = None,
+    abandon: _fs.interrupts_held | None = None,
 ) -> tuple[str, bool]:
     """Store a record beside its object unless one with the same provenance exists.
 
@@ -361,7 +360,7 @@ def write_record(
         os.close(fd)
 
 
-def _lock(fd: int, abandon: threading.Event | None) -> None:
+def _lock(fd: int, abandon: _fs.interrupts_held | None) -> None:
     """flock ``fd`` exclusively; while another writer holds it, wait until ``abandon``."""
     if abandon is None:
         fcntl.flock(fd, fcntl.LOCK_EX)

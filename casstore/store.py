@@ -14,7 +14,6 @@ import functools
 import os
 import re
 import stat
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from datetime import datetime
@@ -855,7 +854,7 @@ class Store:
         common: dict[str, Any],
         derived: bool,
         progress: ProgressFn | None,
-        abandon: threading.Event | None = None,
+        abandon: _fs.interrupts_held | None = None,
     ) -> _Added:
         if isinstance(src, (str, os.PathLike)):
             display = os.fspath(src)
