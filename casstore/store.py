@@ -766,8 +766,9 @@ class Store:
         window: collections.deque[_Job] = collections.deque()
         chunk: list[tuple[str, datetime]] = []
         pool: ThreadPoolExecutor | None = None
-        # Set while a stream is stored in this thread: a Ctrl-C then may cut between the
-        # store and its note in ``window`` (a stream cannot be shielded: it may block).
+        # Set while an input is stored in this thread and not yet noted in ``window``: a
+        # Ctrl-C that ends the add then may have cut in between (Ctrl-C is held back for
+        # a small regular file, but not for a stream, which may block).
         exposed = False
 
         def send_chunk() -> None:
