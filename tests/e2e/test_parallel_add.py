@@ -118,3 +118,27 @@ def test_workers_end_with_a_killed_add_and_leave_the_store_usable(cas_exe, env, 
     # The store lock is free: a rebuild takes it exclusively; then the index agrees.
     run("index", "rebuild")
     check_store(tmp_path / ".casstore", allow_tmp=True)
+
+
+def test_two_parallel_adds_of_the_same_files_make_one_record_each(cas_exe, env, run, tmp_path):
+    run("init")
+    made = _tree(tmp_path / "small", 1200)
+    procs = [
+        subprocess.Popen(
+            [cas_exe, "add", "small"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    want = "".join(f"{hashlib.sha256(d).hexdigest()}  small/{rel}\n" for rel, d in made)
+    assert [out.decode() for out, _ in outs] == [want, want]
+    # Four workers stored the same files at once: the .meta lock made one record per
+    # object (same path, same provenance), and the index agrees with the files.
+    found = check_store(tmp_path / ".casstore")
+    assert len(found["objects"]) == 1200
+    assert len(found["records"]) == 1200
