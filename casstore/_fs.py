@@ -329,15 +329,16 @@ def describe_holder(raw: bytes) -> str:
         return "an unknown process"
 
 
-def _backoff(
+def backoff(
     deadline: float,
     on_wait: Callable[[], None] | None,
-    abandon: threading.Event | None = None,
+    abandon: threading.Event | interrupts_held | None = None,
 ) -> Iterator[None]:
     """Yield until ``deadline``, sleeping a little longer each time (at most 50 ms).
 
-    ``abandon``, once set (from another thread: a Ctrl-C of ``cas fetch --all``), ends
-    the wait with a :class:`LockError`.
+    ``abandon``, once set (from another thread: a Ctrl-C of ``cas fetch --all``; or a
+    Ctrl-C that :class:`interrupts_held` took note of), ends the wait with a
+    :class:`LockError`.
     """
     delay = 0.001
     waited = False
@@ -381,7 +382,7 @@ class LockFile:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout
-        for _ in _backoff(deadline, on_wait, abandon):
+        for _ in backoff(deadline, on_wait, abandon):
             if self._try_create() or self._try_take_over():
                 return
         raw = b""
@@ -491,7 +492,7 @@ class StoreLock:
         lock_fd: int,
         abandon: threading.Event | None = None,
     ) -> None:
-        for _ in _backoff(deadline, None, abandon):
+        for _ in backoff(deadline, None, abandon):
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return
@@ -546,7 +547,7 @@ def locked_log(path: Path, *, timeout: float = 30.0) -> Iterator[int]:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            for _ in _backoff(deadline, None):
+            for _ in backoff(deadline, None):
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break

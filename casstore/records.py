@@ -13,11 +13,12 @@ gives the same bytes), so a record cannot be edited without being noticed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +35,7 @@ from pydantic import (
 
 from casstore import _fs
 from casstore._version import __version__
-from casstore.errors import BadRecord
+from casstore.errors import BadRecord, LockError
 from casstore.ids import is_object_id, object_path, object_path_str
 
 SCHEMA_VERSION = 1
@@ -365,16 +366,13 @@ def _lock(fd: int, abandon: _fs.interrupts_held | None) -> None:
     if abandon is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
-    delay = 0.001
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if abandon.is_set():
-                raise KeyboardInterrupt from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    try:
+        for _ in _fs.backoff(math.inf, None, abandon):
+            with contextlib.suppress(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+    except LockError:  # the held-back Ctrl-C: let it end the add
+        raise KeyboardInterrupt from None
 
 
 def valid_records(objects_dir: Path, object_id: str) -> list[tuple[str, Any]]:

@@ -259,12 +259,6 @@ def _small_path(size: int | None) -> bool:
     return size is not None and 0 < size < _ADD_THREADED_SIZE
 
 
-@contextlib.contextmanager
-def _no_hold() -> Iterator[None]:
-    """In place of :func:`_fs.interrupts_held` for a step Ctrl-C must be able to cut."""
-    yield None
-
-
 def _is_store_dir(path: Path) -> bool:
     return (path / "objects").is_dir() and (path / "config.toml").is_file()
 
@@ -816,7 +810,7 @@ class Store:
                     # there may leave it stored but not noted.
                     exposed, failed = True, False
                     shield = size is not None and size > 0
-                    with _fs.interrupts_held() if shield else _no_hold() as noted:
+                    with _fs.interrupts_held() if shield else contextlib.nullcontext() as noted:
                         try:
                             added = self._add_one(src, stamp, derived, progress, noted)
                             window.append(_Job(outcomes=[added]))

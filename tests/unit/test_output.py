@@ -1,8 +1,12 @@
 """The CLI's rendering helpers (casstore/cli/_output.py)."""
 
+import io
+import sys
+import threading
+
 import pytest
 
-from casstore.cli._output import human_size, sha256sum_line, short_time
+from casstore.cli._output import byte_progress, human_size, sha256sum_line, short_time
 from tests._helpers import sha256
 
 D = sha256(b"x")
@@ -36,3 +40,22 @@ def test_human_size(n, text):
 def test_short_time():
     assert short_time("2026-11-22T16:05:01.123456Z") == "2026-11-22 16:05:01"
     assert short_time(None) == "-"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("threadless", [True, False])
+def test_a_threadless_bar_starts_no_thread_and_still_draws(monkeypatch, threadless):
+    # cas add forks worker processes under its bar: that needs a process with one thread.
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    before = threading.active_count()
+    with byte_progress(64 << 20, "adding", threadless=threadless) as advance:
+        assert advance is not None
+        during = threading.active_count()
+        advance(32 << 20)
+    assert (during == before) is threadless
+    assert "adding" in tty.getvalue()
