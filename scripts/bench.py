@@ -12,7 +12,8 @@ Groups:
   add    `cas add` of a 1 GiB incompressible file against `openssl dgst -sha256 && cp`, and of
          a 1 GiB compressible JSON-lines file against `openssl dgst -sha256 && zstd -3`
          (and `dvc add`, `git annex add` when installed)
-  small  `cas add` of a directory of 20,000 files of 1-8 KiB against `git add` (and `dvc add`)
+  small  `cas add` of a directory of 20,000 files of 1-8 KiB against `git add` (and `dvc add`),
+         and against the floor of the store's layout (scripts/bench_layout.py)
   verify `cas verify` (SHA-256, and --fast with BLAKE3) of 2 GiB of stored objects against
          `sha256sum` and `openssl dgst -sha256` over the same files
   sample `cas sample --head/--random 1000` of a 1 GiB gzipped JSON array against zcat
@@ -212,12 +213,13 @@ def bench_small(work: Path, runs: int, count: int = 20000) -> None:
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
     n = itertools.count()
-    store = gitdir = runs_dir
+    store = gitdir = layout = runs_dir
 
     def reset() -> None:
-        nonlocal store, gitdir
+        nonlocal store, gitdir, layout
         i = next(n)
         store, gitdir = runs_dir / f"store{i}", runs_dir / f"git{i}"
+        layout = runs_dir / f"layout{i}"
         subprocess.run([CAS, "init", str(store)], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["git", "init", "-q", str(gitdir)], check=True)
         os.sync()
@@ -226,6 +228,13 @@ def bench_small(work: Path, runs: int, count: int = 20000) -> None:
     contenders: dict[str, Callable[[], list[str] | str]] = {
         "cas add DIR": lambda: [CAS, "--store", str(store), "add", str(tree)],
         "git add": lambda: f"cd {tree} && git --git-dir={gitdir}/.git --work-tree=. add -A .",
+        # the store's files and directories alone, made with bare system calls
+        "layout floor (bench_layout.py)": lambda: [
+            sys.executable,
+            str(Path(__file__).parent / "bench_layout.py"),
+            str(tree),
+            str(layout),
+        ],
     }
     if shutil.which("dvc"):
         contenders["dvc add"] = lambda: f"cd {work} && dvc add -q small"
