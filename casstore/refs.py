@@ -225,6 +225,19 @@ class RefStore:
                 self._prune(path.parent)  # a refused new ref leaves no directories behind
         return RefUpdate(ref=name, old=old, new=object_id, changed=True)
 
+    def check_free(self, name: str) -> None:
+        """Raise :class:`RefConflict` if ``name`` could not be set as things stand: a ref is
+        named by one of its leading parts, or refs exist below it. For a check before
+        work that ends in :meth:`set` (which checks again, under its lock)."""
+        path = self._path(name)
+        above = path.parent
+        while above != self.dir and self.dir in above.parents:
+            if above.is_file():
+                raise RefConflict(f"ref {name!r} clashes with an existing ref above it")
+            above = above.parent
+        if path.is_dir() and any(files for _, _, files in os.walk(path)):
+            raise RefConflict(f"ref {name!r} clashes with refs below it")
+
     def delete(
         self, name: str, *, expected: str | _Any | None = ANY, message: str = ""
     ) -> RefUpdate:

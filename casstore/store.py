@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import os
 import re
@@ -284,46 +285,71 @@ def find_store(start: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
-def expand_inputs(paths: Iterable[str]) -> Iterator[str]:
+def expand_inputs(paths: Iterable[str], store_root: _fs.StrPath | None = None) -> Iterator[str]:
     """Files to add: each path, with directories expanded to every file below (sorted).
 
     ``-`` passes through (standard input). Directories named ``.casstore`` are skipped so a
-    store is never added into itself.
+    store is never added into itself, and a path inside ``store_root`` is refused. A path
+    that does not exist, a file that cannot be read or a directory that cannot be listed
+    raises :class:`InputError`, so that a caller expanding every input before it stores
+    any stores nothing when one of them is bad.
     """
+    inside = os.path.realpath(store_root) if store_root is not None else None
     for raw in paths:
         if raw == "-":
             yield raw
             continue
+        if inside is not None and _within(os.path.realpath(raw), inside):
+            raise InputError(f"{raw}: is inside the store itself")
         if os.path.isdir(raw):
             yield from _files_below(raw)
         elif os.path.exists(raw):
+            _check_readable(raw)
             yield raw  # a file, or a pipe such as /dev/stdin or <(cmd)
         else:
-            raise InputError(f"{raw}: no such file or directory")
+            reason = "no such file or directory"
+            try:
+                os.stat(raw)
+            except OSError as exc:  # say why: "Not a directory", "Permission denied", ...
+                if exc.errno != errno.ENOENT and exc.strerror:
+                    reason = exc.strerror
+            raise InputError(f"{raw or repr(raw)}: {reason}")
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _check_readable(path: str) -> None:
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: {os.strerror(errno.EACCES)}")
 
 
 def _files_below(top: str) -> Iterator[str]:
     """Every file below ``top``: its own files (sorted), then each subdirectory's in turn.
 
-    Symbolic links to files count as files; links to directories are not followed;
-    an unreadable directory is skipped. Directory entries say what they are, so a tree
-    of plain files costs no ``stat`` per file.
+    Symbolic links to files count as files; links to directories and to nothing are
+    left out. A directory that cannot be listed, or a file that cannot be read, raises
+    :class:`InputError`: leaving it out would leave a gap nobody is told about. Directory
+    entries say what they are, so a tree of plain files costs no ``stat`` per file.
     """
     try:
         with os.scandir(top) as it:
             entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        return
+    except OSError as exc:
+        raise InputError(f"{top}: {exc.strerror or exc}") from None
     subdirs = []
     for entry in entries:
+        path = os.path.join(top, entry.name)
         try:
             if entry.is_dir(follow_symlinks=False):
                 if entry.name != STORE_DIRNAME:
-                    subdirs.append(os.path.join(top, entry.name))
+                    subdirs.append(path)
             elif entry.is_file():
-                yield os.path.join(top, entry.name)
-        except OSError:
-            continue
+                _check_readable(path)
+                yield path
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
     for d in subdirs:
         yield from _files_below(d)
 
@@ -382,6 +408,11 @@ class Store:
         root = base if base.name == STORE_DIRNAME else base / STORE_DIRNAME
         if _is_store_dir(root):
             raise UsageError(f"a store already exists at {root}")
+        for d in (root, *root.parents):
+            if d.exists() or d.is_symlink():
+                if not d.is_dir():
+                    raise UsageError(f"cannot make a store at {root}: {d} is not a directory")
+                break
         for sub in ("objects", "refs", "logs/refs", "log", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "lock").touch()
@@ -674,6 +705,7 @@ class Store:
             raise UsageError("--transform and --param describe a derivation: give --parent too")
         if ref is not None:
             check_ref_name(ref)
+            self.refs.check_free(ref)  # a clash found only after storing would be too late
         parent_ids = list(dict.fromkeys(self.resolve(p) for p in parents))
         sources = list(sources) if ref is not None else sources
         if ref is not None and len(sources) != 1:  # type: ignore[arg-type]
@@ -703,30 +735,39 @@ class Store:
             token = self.index.begin_pending()
             unsettled: list[bool] = []  # set when inputs in flight could not be waited for
             stored = self._store_all(sources, common, bool(parent_ids), progress, batch, unsettled)
+            indexed = False
             try:
-                for item in stored:  # already in batch: _store_all appends it
-                    batch_bytes += item[1][1]
-                    last = item[0]
-                    if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
-                        self._index_batch(batch)
-                        done = batch.copy()
-                        batch.clear()
-                        batch_bytes = 0
-                        yield from (r for r, _, _ in done)
-            except WorkerDied:
-                unsettled.append(True)
-                raise
-            finally:
-                # Also on an error or an abandoned iteration: what was written is complete
-                # (object and record), so index it, and clear this writer's token. Closing
-                # ``stored`` first finishes inputs still in flight into ``batch``. When a
-                # worker died, or that wait was interrupted, files may be stored that
-                # nobody reported: the token then stays, so the next open of the store,
-                # after this process ends, rebuilds the index.
                 try:
-                    stored.close()
+                    for item in stored:  # already in batch: _store_all appends it
+                        batch_bytes += item[1][1]
+                        last = item[0]
+                        if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
+                            self._index_batch(batch)
+                            done = batch.copy()
+                            batch.clear()
+                            batch_bytes = 0
+                            yield from (r for r, _, _ in done)
+                except WorkerDied:
+                    unsettled.append(True)
+                    raise
                 finally:
-                    self._index_batch(batch, None if unsettled else token)
+                    # Also on an error or an abandoned iteration: what was written is
+                    # complete (object and record), so index it, and clear this writer's
+                    # token. Closing ``stored`` first finishes inputs still in flight into
+                    # ``batch``. When a worker died, or that wait was interrupted, files may
+                    # be stored that nobody reported: the token then stays, so the next
+                    # open of the store, after this process ends, rebuilds the index.
+                    try:
+                        stored.close()
+                    finally:
+                        self._index_batch(batch, None if unsettled else token)
+                        indexed = True
+            except Exception:
+                # An input failed: the files stored and indexed before it are reported
+                # first (as sha256sum prints the lines it could make), then the error.
+                if indexed:
+                    yield from (r for r, _, _ in batch)
+                raise
             yield from (r for r, _, _ in batch)
             if ref is not None and last is not None:
                 self._move_ref(ref, last.id, message="add")

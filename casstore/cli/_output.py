@@ -31,6 +31,24 @@ def _plain(doc: Any) -> Any:
     return doc
 
 
+# Control characters (C0, DEL, C1) as visible escapes: a record's path, dataset or
+# parameter may hold a newline, a carriage return or a terminal escape sequence.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+
+
+def clean(text: str) -> str:
+    """``text`` safe to print as one line on a terminal: control characters become
+    visible escapes (``\\n``, ``\\x1b``), so stored text can neither split a line nor
+    move the cursor. For people; ``--json`` output keeps the exact text."""
+    return text.translate(_CONTROL)
+
+
+def echo(line: str) -> None:
+    """Print a line of text output built from stored values, with :func:`clean`."""
+    click.echo(clean(line))
+
+
 def human_size(n: int) -> str:
     """``1536`` -> ``1.5 KiB``."""
     size = float(n)
@@ -58,7 +76,7 @@ def short_time(iso: str | None) -> str:
 
 def table(rows: Iterable[list[str]]) -> None:
     """Print rows as left-aligned columns separated by two spaces."""
-    rows = list(rows)
+    rows = [[clean(c) for c in r] for r in rows]
     if not rows:
         return
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

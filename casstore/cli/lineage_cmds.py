@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app
-from casstore.cli._output import emit_json, reflog_table, short_time, table
+from casstore.cli._output import echo, emit_json, reflog_table, short_time, table
 
 if TYPE_CHECKING:
     from casstore.lineage import Lineage, Node
@@ -91,10 +91,10 @@ def log_(
         return
     if graph:
         for line in _graph(lin):
-            click.echo(line)
+            echo(line)
         return
     for node in lin.nodes:
-        click.echo(f"{'  ' * min(node.depth, 20)}{_label(node)}")
+        echo(f"{'  ' * min(node.depth, 20)}{_label(node)}")
 
 
 @cli.command()

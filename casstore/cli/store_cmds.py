@@ -11,6 +11,7 @@ import click
 from casstore.cli._app import AppContext, cli, json_option, pass_app
 from casstore.cli._output import (
     byte_progress,
+    echo,
     emit_json,
     human_size,
     sha256sum_line,
@@ -65,6 +66,8 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        if key in params:
+            raise click.BadParameter(f"{key!r} is given twice", param_hint="--param")
         params[key] = value
     return params
 
@@ -128,7 +131,8 @@ def add(
 
     store = app.store()
     param_map = _parse_params(params)
-    inputs = list(expand_inputs(files))
+    # Every input is found, and checked readable, before anything is stored.
+    inputs = list(expand_inputs(files, store.root))
     sources = [sys.stdin.buffer if p == "-" else p for p in inputs]
     # The bar's total; without a terminal there is no bar, so no stat per input.
     total = sum(_regular_size(p) for p in inputs if p != "-") if sys.stderr.isatty() else 0
@@ -196,15 +200,15 @@ def show(app: AppContext, obj: str, as_json: bool) -> None:
     saved = ""
     if info.compression != "none" and info.size:
         saved = f", {100 - 100 * info.stored_size / info.size:.0f}% saved"
-    click.echo(f"object       {info.id}")
-    click.echo(f"size         {info.size} bytes ({human_size(info.size)})")
-    click.echo(f"stored       {info.stored_size} bytes, compression {info.compression}{saved}")
-    click.echo(f"refs         {', '.join(info.refs) if info.refs else '-'}")
-    click.echo(f"records      {len(info.records)}")
+    echo(f"object       {info.id}")
+    echo(f"size         {_bytes(info.size)} ({human_size(info.size)})")
+    echo(f"stored       {_bytes(info.stored_size)}, compression {info.compression}{saved}")
+    echo(f"refs         {', '.join(info.refs) if info.refs else '-'}")
+    echo(f"records      {len(info.records)}")
     for entry in info.records:
         r = entry.record
         producer = r.get("producer", {})
-        click.echo(
+        echo(
             f"  {entry.id[:12]}  {r['type']:<8} {short_time(r.get('created'))}"
             f"  {r.get('user', '')}@{r.get('host', '')}"
             f"  {producer.get('name', '?')} {producer.get('version', '')}"
@@ -213,16 +217,20 @@ def show(app: AppContext, obj: str, as_json: bool) -> None:
             value = r.get(key)
             if value is not None and value != "":
                 shown = " ".join(value) if isinstance(value, list) else value
-                click.echo(f"      {key + ':':<19}{shown}")
+                echo(f"      {key + ':':<19}{shown}")
         checks = r.get("integrity", [])
         if checks:
             passed = [c["tier"] for c in checks if c["outcome"] == "passed"]
-            click.echo(f"      {'verified:':<19}{', '.join(passed) or '-'}")
+            echo(f"      {'verified:':<19}{', '.join(passed) or '-'}")
         for parent in r.get("parents", []):
-            click.echo(f"      {'parent:':<19}{parent}")
+            echo(f"      {'parent:':<19}{parent}")
         for key, value in sorted(r.get("params", {}).items()):
-            click.echo(f"      {'param:':<19}{key}={value}")
-        click.echo(f"      {'blake3:':<19}{r['blake3']}")
+            echo(f"      {'param:':<19}{key}={value}")
+        echo(f"      {'blake3:':<19}{r['blake3']}")
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
 
 
 @cli.command("ls")

@@ -103,3 +103,42 @@ def test_a_file_name_that_is_not_utf8(run, tmp_path, cas_exe, env):
     shown = json.loads(run("show", "--json", sha256(b"latin-1 name\n")).stdout)
     path = shown["records"][0]["record"]["path"]
     assert path.endswith("caf\\xe9 \\ x.txt")
+
+
+def test_show_and_log_print_stored_control_characters_as_escapes(run, tmp_path):
+    run("init")
+    (tmp_path / "p").write_bytes(b"parent")
+    (tmp_path / "c").write_bytes(b"child")
+    parent = run("add", "p").stdout.decode()[:64]
+    child = run(
+        "add", "--parent", parent, "--dataset", "one\ntwo\r\x1b[2Jthree", "--transform", "t\nx", "c"
+    ).stdout.decode()[:64]
+    shown = run("show", child).stdout.decode()
+    assert "      dataset:           one\\ntwo\\r\\x1b[2Jthree\n" in shown
+    assert "      transform:         t\\nx\n" in shown
+    assert "\x1b" not in shown and "\r" not in shown
+    logged = run("log", child).stdout.decode()
+    assert logged.count("\n") == 2 and "t\\nx" in logged
+    exact = json.loads(run("show", "--json", child).stdout)["records"][0]["record"]
+    assert exact["dataset"] == "one\ntwo\r\x1b[2Jthree"
+
+
+def test_add_refuses_bad_inputs_before_storing_anything(run, tmp_path):
+    run("init")
+    (tmp_path / "a").write_bytes(b"a")
+    base = run("add", "a").stdout.decode()[:64]
+    run("ref", "set", "tags/v/1", base)
+    (tmp_path / "b").write_bytes(b"b")
+    cases = [
+        (["--ref", "tags/v", "b"], "cas: error: ref 'tags/v' clashes with refs below it\n"),
+        (["b", ".casstore/config.toml"], "cas: error: .casstore/config.toml: is inside the store"),
+        (["--parent", base, "--param", "k=1", "--param", "k=2", "b"], "'k' is given twice"),
+        (["b", "a/x"], "cas: error: a/x: Not a directory\n"),
+    ]
+    for args, message in cases:
+        proc = run("add", *args, check=False)
+        assert proc.returncode != 0, args
+        assert proc.stdout == b"", args
+        assert message in proc.stderr.decode(), (args, proc.stderr)
+        assert proc.stderr.decode().count("\n") == 1, args
+    assert run("ls", "--full").stdout.decode().count("\n") == 1  # only a

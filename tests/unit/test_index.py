@@ -3,6 +3,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -165,3 +166,21 @@ def test_a_writer_that_died_before_indexing_triggers_a_rebuild(store, tmp_path):
     store.close()
     with Store.open(root) as again:
         assert [o.id for o in again.list_objects()] == [oid]
+
+
+def test_a_writer_that_exited_unreaped_counts_as_dead():
+    """A zombie still answers kill(pid, 0); its token must count as a dead writer's."""
+    from casstore.index import _writer_dead
+
+    alive = f"pending:{socket.gethostname()}:{os.getpid()}:0000"
+    assert not _writer_dead(alive, 0.0)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # until it has exited (not reaped: no wait yet)
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        assert _writer_dead(f"pending:{socket.gethostname()}:{child.pid}:0000", 0.0)
+    finally:
+        child.wait()

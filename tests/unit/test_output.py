@@ -6,7 +6,14 @@ import threading
 
 import pytest
 
-from casstore.cli._output import byte_progress, human_size, sha256sum_line, short_time
+from casstore.cli._output import (
+    byte_progress,
+    clean,
+    human_size,
+    sha256sum_line,
+    short_time,
+    table,
+)
 from tests._helpers import sha256
 
 D = sha256(b"x")
@@ -59,3 +66,14 @@ def test_a_threadless_bar_starts_no_thread_and_still_draws(monkeypatch, threadle
         advance(32 << 20)
     assert (during == before) is threadless
     assert "adding" in tty.getvalue()
+
+
+def test_clean_makes_control_characters_visible():
+    assert clean("plain ünï text") == "plain ünï text"
+    assert clean("a\nb\rc\td") == "a\\nb\\rc\\td"
+    assert clean("\x1b[2Jx\x00\x7f\x85") == "\\x1b[2Jx\\x00\\x7f\\x85"
+
+
+def test_table_cells_are_cleaned_and_aligned(capsys):
+    table([["a\nb", "x"], ["c", "y"]])
+    assert capsys.readouterr().out == "a\\nb  x\nc     y\n"

@@ -319,6 +319,86 @@ def test_expand_inputs_follows_file_links_but_not_directory_links(tmp_path, f, m
     ]
 
 
+def test_expand_inputs_refuses_an_unlistable_directory(tmp_path, f, monkeypatch):
+    # Tests may run as root, which reads anything: the refusal is simulated.
+    f("t/open/o.txt", b"o")
+    f("t/locked/l.txt", b"l")
+    monkeypatch.chdir(tmp_path)
+    real = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match=r"^in/t/locked: Permission denied$"):
+        list(expand_inputs(["in/t"]))
+
+
+def test_expand_inputs_refuses_an_unreadable_file(tmp_path, f, monkeypatch):
+    f("t/a.txt", b"a")
+    f("t/b.txt", b"b")
+    monkeypatch.chdir(tmp_path)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: not p.endswith("b.txt") and real(p, m))
+    with pytest.raises(InputError, match=r"b\.txt: Permission denied"):
+        list(expand_inputs(["in/t"]))
+    with pytest.raises(InputError, match=r"b\.txt: Permission denied"):
+        list(expand_inputs(["in/t/a.txt", "in/t/b.txt"]))
+
+
+def test_expand_inputs_says_why_a_path_is_missing(tmp_path, f, monkeypatch):
+    f("a.txt", b"a")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"^in/a\.txt/x: Not a directory$"):
+        list(expand_inputs(["in/a.txt/x"]))
+    with pytest.raises(InputError, match=r"^'': no such file or directory$"):
+        list(expand_inputs([""]))
+
+
+def test_expand_inputs_refuses_the_store_itself(store, tmp_path, f):
+    f("a.txt", b"a")
+    for inside in (store.root, store.root / "config.toml", store.root / "objects"):
+        with pytest.raises(InputError, match="inside the store itself"):
+            list(expand_inputs([str(tmp_path / "in"), str(inside)], store.root))
+    # a directory holding the store is fine: the store's own directory is skipped
+    assert list(expand_inputs([str(tmp_path / "in")], store.root)) == [
+        str(tmp_path / "in" / "a.txt")
+    ]
+
+
+def test_add_many_reports_what_was_stored_before_an_error(store, f):
+    a, b = f("a", b"first"), f("b", b"second")
+    got = []
+    with pytest.raises(InputError, match="gone"):
+        for result in store.add_many([a, b, f("c", b"x").parent / "gone"]):
+            got.append(result)
+    assert [r.path for r in got] == [str(a), str(b)]
+    assert [o.id for o in store.list_objects()] == [r.id for r in got]
+
+
+def test_add_with_a_clashing_ref_stores_nothing(store, f):
+    base = store.add(f("base", b"base"))
+    store.set_ref("tags/a/b", base.id)
+    before = files_in(store.root / "objects")
+    for name, where in (("tags/a", "below"), ("tags/a/b/c", "above")):
+        with pytest.raises(RefConflict, match=where):
+            store.add(f("new", b"new bytes"), ref=name)
+    assert files_in(store.root / "objects") == before
+    assert store.refs.items() == {"tags/a/b": base.id}
+
+
+def test_init_over_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / ".casstore").write_text("not a store")
+    with pytest.raises(UsageError, match="is not a directory"):
+        Store.init(tmp_path / "proj")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="file is not a directory"):
+        Store.init(tmp_path / "file" / "sub")
+
+
 # ---- resolve ----------------------------------------------------------------------------
 
 
