@@ -281,6 +281,7 @@ def derive(
     params_s = {k: str(v) for k, v in (params or {}).items()}
     if ref is not None:
         check_ref_name(ref)  # before the block runs: a bad name must not cost the work
+        store.refs.check_free(ref)
     fd, name = tempfile.mkstemp(prefix="derive-", dir=store.tmp)
     os.close(fd)
     handle = Derivation(Path(name))

@@ -301,6 +301,7 @@ def sample_object(
     recipe = make_recipe(regime, n=n, seed=seed, stride=stride, offset=offset)
     if ref is not None:
         check_ref_name(ref)
+        store.refs.check_free(ref)
     parent = store.resolve(spec)
     key = recipe.key(parent)
     parent_records = [r for _, r in valid_records(store.objects.dir, parent)]

@@ -302,7 +302,7 @@ def expand_inputs(paths: Iterable[str], store_root: _fs.StrPath | None = None) -
         if inside is not None and _within(os.path.realpath(raw), inside):
             raise InputError(f"{raw}: is inside the store itself")
         if os.path.isdir(raw):
-            yield from _files_below(raw)
+            yield from _files_below(raw, inside)
         elif os.path.exists(raw):
             _check_readable(raw)
             yield raw  # a file, or a pipe such as /dev/stdin or <(cmd)
@@ -325,13 +325,15 @@ def _check_readable(path: str) -> None:
         raise InputError(f"{path}: {os.strerror(errno.EACCES)}")
 
 
-def _files_below(top: str) -> Iterator[str]:
+def _files_below(top: str, store: str | None = None) -> Iterator[str]:
     """Every file below ``top``: its own files (sorted), then each subdirectory's in turn.
 
-    Symbolic links to files count as files; links to directories and to nothing are
-    left out. A directory that cannot be listed, or a file that cannot be read, raises
-    :class:`InputError`: leaving it out would leave a gap nobody is told about. Directory
-    entries say what they are, so a tree of plain files costs no ``stat`` per file.
+    Symbolic links to files count as files; links to directories, to nothing or in a loop
+    are left out, and so are the store at ``store`` (the real path of its root, whatever
+    its name), any ``.casstore`` directory and links into the store. A directory that
+    cannot be listed, or a file that cannot be read, raises :class:`InputError`: leaving
+    it out would leave a gap nobody is told about. Directory entries say what they are,
+    so a tree of plain files costs no ``stat`` per file.
     """
     try:
         with os.scandir(top) as it:
@@ -343,15 +345,23 @@ def _files_below(top: str) -> Iterator[str]:
         path = os.path.join(top, entry.name)
         try:
             if entry.is_dir(follow_symlinks=False):
-                if entry.name != STORE_DIRNAME:
+                if entry.name != STORE_DIRNAME and not _in_store(path, store):
                     subdirs.append(path)
             elif entry.is_file():
+                if entry.is_symlink() and _in_store(path, store):
+                    continue
                 _check_readable(path)
                 yield path
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOENT):  # a link to nothing, or a loop
+                continue
             raise InputError(f"{path}: {exc.strerror or exc}") from None
     for d in subdirs:
-        yield from _files_below(d)
+        yield from _files_below(d, store)
+
+
+def _in_store(path: str, store: str | None) -> bool:
+    return store is not None and _within(os.path.realpath(path), store)
 
 
 def _file_size(src: Source) -> int | None:
@@ -734,7 +744,10 @@ class Store:
             batch_bytes = 0
             token = self.index.begin_pending()
             unsettled: list[bool] = []  # set when inputs in flight could not be waited for
-            stored = self._store_all(sources, common, bool(parent_ids), progress, batch, unsettled)
+            failed_at: list[int] = []  # where in ``batch`` the inputs after a failure begin
+            stored = self._store_all(
+                sources, common, bool(parent_ids), progress, batch, unsettled, failed_at
+            )
             indexed = False
             try:
                 try:
@@ -765,8 +778,8 @@ class Store:
             except Exception:
                 # An input failed: the files stored and indexed before it are reported
                 # first (as sha256sum prints the lines it could make), then the error.
-                if indexed:
-                    yield from (r for r, _, _ in batch)
+                if indexed:  # (those after it, finished in flight, are indexed, not reported)
+                    yield from (r for r, _, _ in batch[: failed_at[0] if failed_at else None])
                 raise
             yield from (r for r, _, _ in batch)
             if ref is not None and last is not None:
@@ -780,6 +793,7 @@ class Store:
         progress: ProgressFn | None,
         batch: list[_Added],
         unsettled: list[bool],
+        failed_at: list[int],
     ) -> Iterator[_Added]:
         """Store every input, appending what was stored to ``batch`` and yielding it, in
         input order.
@@ -793,7 +807,8 @@ class Store:
         worker are dropped, the others are finished and appended to ``batch`` (so they get
         indexed), then the error propagates. If that wait is itself interrupted (a second
         Ctrl-C), or a Ctrl-C cut into a stream being stored, ``unsettled`` gets an entry:
-        files may then be stored that ``batch`` does not list.
+        files may then be stored that ``batch`` does not list. ``failed_at`` gets the
+        length ``batch`` had when the error came: the inputs before the failing one.
         """
         sizes: list[int | None] | None = None
         workers: parallel.Workers | None = None
@@ -869,6 +884,7 @@ class Store:
                 yield from _take_head(window, batch, progress)
         except BaseException:
             unsettled.append(True)
+            failed_at.append(len(batch))
             if _settle(window, batch) and not exposed:
                 unsettled.clear()
             raise

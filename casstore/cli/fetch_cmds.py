@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app, skip_unused_imports
-from casstore.cli._output import count_progress, emit_json, human_size, table, transfer_progress
+from casstore.cli._output import (
+    count_progress,
+    echo,
+    emit_json,
+    human_size,
+    table,
+    transfer_progress,
+)
 
 if TYPE_CHECKING:
     from casstore.fetch import HttpOptions
@@ -349,21 +356,21 @@ def source_show(app: AppContext, source_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    click.echo(f"source       {info.source.id}")
-    click.echo(f"url          {info.source.url}")
-    click.echo(f"dataset      {info.source.dataset or '-'}")
+    echo(f"source       {info.source.id}")
+    echo(f"url          {info.source.url}")
+    echo(f"dataset      {info.source.dataset or '-'}")
     for header, var in info.source.headers_env.items():
-        click.echo(f"header       {header} from ${var}")
+        echo(f"header       {header} from ${var}")
     for param, var in info.source.params_env.items():
-        click.echo(f"param        {param} from ${var}")
-    click.echo(f"object       {info.object or '-'}")
+        echo(f"param        {param} from ${var}")
+    echo(f"object       {info.object or '-'}")
     last = info.last_download
     if last:
-        click.echo(f"fetched      {last.get('finished', '-')}")
-        click.echo(f"etag         {last.get('etag') or last.get('weak_etag') or '-'}")
-        click.echo(f"modified     {last.get('last_modified') or '-'}")
-        click.echo(f"format       {last.get('format') or '-'}")
-    click.echo(f"versions     {info.versions}")
+        echo(f"fetched      {last.get('finished', '-')}")
+        echo(f"etag         {last.get('etag') or last.get('weak_etag') or '-'}")
+        echo(f"modified     {last.get('last_modified') or '-'}")
+        echo(f"format       {last.get('format') or '-'}")
+    echo(f"versions     {info.versions}")
 
 
 @source.command("rm")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app
-from casstore.cli._output import emit_json, sha256sum_line
+from casstore.cli._output import echo, emit_json, sha256sum_line
 
 
 @cli.group()
@@ -91,7 +91,7 @@ def manifest_import(app: AppContext, file: str, files_root: str | None, as_json:
         emit_json(result)
         return
     for e in result.entries:
-        click.echo(f"{e.status:<8} {e.checksum}  {e.file_path}")
+        echo(f"{e.status:<8} {e.checksum}  {e.file_path}")
     for r in result.refs:
         if r.moved:
             click.echo(f"ref      {r.ref} -> {r.object[:12]}")

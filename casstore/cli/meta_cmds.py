@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from casstore.cli._app import AppContext, cli, json_option, pass_app
-from casstore.cli._output import emit_json, short_time, table
+from casstore.cli._output import clean, emit_json, short_time, table
 from casstore.errors import UsageError
 
 if TYPE_CHECKING:
@@ -199,9 +199,8 @@ def record_line(record: MetadataRecord) -> str:
     from casstore.records import iso_utc
 
     payload = json.dumps(record.payload, separators=(",", ":"), ensure_ascii=False)
-    return "  ".join(
-        (short_time(iso_utc(record.produced_at)), record.kind, target_text(record.target), payload)
-    )
+    when = short_time(iso_utc(record.produced_at))
+    return clean("  ".join((when, record.kind, target_text(record.target), payload)))
 
 
 def _record_doc(record: MetadataRecord) -> dict[str, Any]:
@@ -466,7 +465,7 @@ def _line_text(line: str) -> str:
     try:
         return record_line(MetadataRecord.model_validate_json(line))
     except ValidationError:
-        return line  # not a record this version reads: shown as it is
+        return clean(line)  # not a record this version reads: shown as it is
 
 
 @meta.command("import")

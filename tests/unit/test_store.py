@@ -2,6 +2,7 @@ import getpass
 import io
 import os
 import socket
+import time
 from pathlib import Path
 
 import blake3
@@ -376,6 +377,52 @@ def test_add_many_reports_what_was_stored_before_an_error(store, f):
             got.append(result)
     assert [r.path for r in got] == [str(a), str(b)]
     assert [o.id for o in store.list_objects()] == [r.id for r in got]
+
+
+def test_add_many_reports_only_the_inputs_before_a_failure(store, f, monkeypatch):
+    """A later input finished in flight is stored and indexed, but not reported."""
+    first = f("a0", b"small")
+    failing = f("A", json_lines(200_000, seed=1))
+    after = f("B", json_lines(200_000, seed=2))  # both >= 64 KiB: stored in threads
+    real = store._add_one
+
+    def add_one(src, *args, **kwargs):
+        if str(src).endswith("/A"):
+            time.sleep(0.3)  # B, in the other thread, is done by then
+            raise InputError("A: Input/output error")
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_add_one", add_one)
+    got = []
+    with pytest.raises(InputError, match="Input/output error"):
+        for result in store.add_many([first, failing, after]):
+            got.append(result.path)
+    assert got == [str(first)]
+    assert {o.id for o in store.list_objects()} == {
+        sha256(first.read_bytes()),
+        sha256(after.read_bytes()),
+    }
+
+
+def test_expand_inputs_skips_the_store_under_any_name_and_links_into_it(tmp_path, f):
+    f("a.txt", b"a")
+    with Store.init(tmp_path / "in" / "mystore") as s:  # (its directory: mystore/.casstore)
+        root = s.root
+    renamed = tmp_path / "in" / "kept"
+    root.rename(renamed)
+    os.symlink(renamed / "config.toml", tmp_path / "in" / "cfg-link")
+    os.symlink("loop", tmp_path / "in" / "loop")  # a link to itself: left out, as a broken one
+    got = list(expand_inputs([str(tmp_path / "in")], renamed))
+    assert got == [str(tmp_path / "in" / "a.txt")]
+
+
+def test_sample_with_a_clashing_ref_stores_nothing(store, f):
+    base = store.add(f("lines.jsonl", json_lines(2_000)))
+    store.set_ref("tags/v/1", base.id)
+    before = files_in(store.root / "objects")
+    with pytest.raises(RefConflict, match="below"):
+        store.sample(base.id, regime="head", n=5, ref="tags/v")
+    assert files_in(store.root / "objects") == before
 
 
 def test_add_with_a_clashing_ref_stores_nothing(store, f):
