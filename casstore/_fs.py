@@ -40,6 +40,11 @@ StrPath = str | os.PathLike[str]
 _EMPTY_LOCK_GRACE = 5.0
 
 
+def is_within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies below it; both real paths (``realpath``)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def fsync_dir(path: StrPath) -> None:
     """Make a directory's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -147,9 +147,7 @@ class Wanted:
 
 
 def _inside(root: Path, path: Path) -> bool:
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+    return _fs.is_within(os.path.realpath(path), os.path.realpath(root))
 
 
 def _same_file(path: Path, object_id: str, size: int | None, buf: bytearray) -> bool:

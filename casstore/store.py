@@ -288,8 +288,9 @@ def find_store(start: str | os.PathLike[str] | None = None) -> Path:
 def expand_inputs(paths: Iterable[str], store_root: _fs.StrPath | None = None) -> Iterator[str]:
     """Files to add: each path, with directories expanded to every file below (sorted).
 
-    ``-`` passes through (standard input). Directories named ``.casstore`` are skipped so a
-    store is never added into itself, and a path inside ``store_root`` is refused. A path
+    ``-`` passes through (standard input). Below a named directory, the store at
+    ``store_root`` (whatever its name), any ``.casstore`` directory and links into the
+    store are left out, and a named path inside the store is refused. A path
     that does not exist, a file that cannot be read or a directory that cannot be listed
     raises :class:`InputError`, so that a caller expanding every input before it stores
     any stores nothing when one of them is bad.
@@ -299,7 +300,7 @@ def expand_inputs(paths: Iterable[str], store_root: _fs.StrPath | None = None) -
         if raw == "-":
             yield raw
             continue
-        if inside is not None and _within(os.path.realpath(raw), inside):
+        if inside is not None and _fs.is_within(os.path.realpath(raw), inside):
             raise InputError(f"{raw}: is inside the store itself")
         if os.path.isdir(raw):
             yield from _files_below(raw, inside)
@@ -314,10 +315,6 @@ def expand_inputs(paths: Iterable[str], store_root: _fs.StrPath | None = None) -
                 if exc.errno != errno.ENOENT and exc.strerror:
                     reason = exc.strerror
             raise InputError(f"{raw or repr(raw)}: {reason}")
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _check_readable(path: str) -> None:
@@ -361,7 +358,7 @@ def _files_below(top: str, store: str | None = None) -> Iterator[str]:
 
 
 def _in_store(path: str, store: str | None) -> bool:
-    return store is not None and _within(os.path.realpath(path), store)
+    return store is not None and _fs.is_within(os.path.realpath(path), store)
 
 
 def _file_size(src: Source) -> int | None:

@@ -142,3 +142,11 @@ def test_add_refuses_bad_inputs_before_storing_anything(run, tmp_path):
         assert message in proc.stderr.decode(), (args, proc.stderr)
         assert proc.stderr.decode().count("\n") == 1, args
     assert run("ls", "--full").stdout.decode().count("\n") == 1  # only a
+
+
+def test_source_show_prints_control_characters_as_escapes(run):
+    run("init")
+    run("source", "add", "s1", "http://127.0.0.1:9/x.json", "--dataset", "evil\r\x1b[2Jds")
+    shown = run("source", "show", "s1").stdout.decode()
+    assert "dataset      evil\\r\\x1b[2Jds\n" in shown
+    assert "\r" not in shown and "\x1b" not in shown
